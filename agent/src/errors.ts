@@ -1,0 +1,79 @@
+/**
+ * Every failure that reaches a user carries a stable machine-readable code, the HTTP status it maps to,
+ * and a hint naming the next step. Routes and the CLI render these; nothing else formats errors.
+ */
+export type ErrorCode =
+  | 'bad_request'
+  | 'unauthorized'
+  | 'not_found'
+  | 'container_not_found'
+  | 'checkpoint_not_found'
+  | 'runtime_unavailable'
+  | 'conflict'
+  | 'container_not_running'
+  | 'checkpoint_corrupt'
+  | 'criu_failed'
+  | 'runtime_failed'
+  | 'unsupported'
+  | 'internal';
+
+const statusOf: Record<ErrorCode, number> = {
+  bad_request: 400,
+  unauthorized: 401,
+  not_found: 404,
+  container_not_found: 404,
+  checkpoint_not_found: 404,
+  runtime_unavailable: 503,
+  conflict: 409,
+  container_not_running: 409,
+  checkpoint_corrupt: 422,
+  criu_failed: 500,
+  runtime_failed: 500,
+  unsupported: 501,
+  internal: 500,
+};
+
+export interface FerryErrorBody {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+  /** The lines of CRIU's log that explain a CRIU failure. */
+  criuLog?: string[];
+  details?: Record<string, unknown>;
+}
+
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly criuLog: string[] | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    extra: { hint?: string; criuLog?: string[]; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.name = 'FerryError';
+    this.code = code;
+    this.hint = extra.hint;
+    this.criuLog = extra.criuLog;
+    this.details = extra.details;
+  }
+
+  get status(): number {
+    return statusOf[this.code];
+  }
+
+  toJSON(): FerryErrorBody {
+    const body: FerryErrorBody = { code: this.code, message: this.message };
+    if (this.hint) body.hint = this.hint;
+    if (this.criuLog?.length) body.criuLog = this.criuLog;
+    if (this.details) body.details = this.details;
+    return body;
+  }
+}
+
+export function isFerryError(err: unknown): err is FerryError {
+  return err instanceof FerryError;
+}

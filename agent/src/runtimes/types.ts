@@ -1,0 +1,77 @@
+/**
+ * One interface over runc, podman and docker. A driver knows how its runtime names containers and where it
+ * wants CRIU images; the agent's image store decides where checkpoints live and what is kept.
+ */
+import type { CriuDumpStats, CriuRestoreStats } from '../criu/stats.js';
+
+export const RUNTIME_NAMES = ['runc', 'podman', 'docker'] as const;
+export type RuntimeName = (typeof RUNTIME_NAMES)[number];
+
+export type ContainerState = 'running' | 'paused' | 'stopped' | 'created' | 'unknown';
+
+export interface ContainerInfo {
+  id: string;
+  name: string;
+  runtime: RuntimeName;
+  state: ContainerState;
+  pid?: number;
+  image?: string;
+  createdAt?: string;
+}
+
+export interface RuntimeStatus {
+  runtime: RuntimeName;
+  available: boolean;
+  version?: string;
+  /** Why the runtime cannot be used, phrased as the step that would fix it. */
+  reason?: string;
+}
+
+export interface CheckpointRequest {
+  container: ContainerInfo;
+  /**
+   * An empty directory owned by the image store. The driver leaves there everything a restore needs:
+   * CRIU images under `checkpoint/`, the runtime's own descriptors (`config.dump`, `spec.dump`), the
+   * container's filesystem changes (`rootfs-diff.tar`) and CRIU's `stats-dump` — the layout podman and
+   * CRI-O use, so that an exported archive is readable by checkpointctl.
+   */
+  dir: string;
+  leaveRunning: boolean;
+  /** Pre-dump only memory, for incremental chains; the container keeps running. */
+  preDump?: boolean;
+  /** Parent images for an incremental dump, as a path relative to `dir/checkpoint`. */
+  parentPath?: string;
+}
+
+export interface CheckpointOutcome {
+  stats?: CriuDumpStats;
+  /** Runtime-specific facts a later restore needs (original name, image, bundle config). */
+  runtimeMeta: Record<string, unknown>;
+}
+
+export interface RestoreRequest {
+  /** The directory a checkpoint was written to, as described in CheckpointRequest.dir. */
+  dir: string;
+  /** Name of the restored container; the driver picks one when absent. */
+  name?: string;
+  runtimeMeta: Record<string, unknown>;
+}
+
+export interface RestoreOutcome {
+  container: ContainerInfo;
+  stats?: CriuRestoreStats;
+}
+
+export interface RuntimeDriver {
+  readonly name: RuntimeName;
+  status(): Promise<RuntimeStatus>;
+  list(): Promise<ContainerInfo[]>;
+  /** Finds a container by id, unique id prefix or name; undefined when there is none. */
+  find(ref: string): Promise<ContainerInfo | undefined>;
+  checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome>;
+  restore(req: RestoreRequest): Promise<RestoreOutcome>;
+  /** Runs a command inside the container and returns its stdout (used to verify a restored workload). */
+  exec(ref: string, argv: string[]): Promise<string>;
+  /** Stops and removes a container (cleanup after migration, tests). Missing containers are not an error. */
+  remove(ref: string): Promise<void>;
+}

@@ -1,0 +1,62 @@
+/**
+ * The stateful workload every runtime test uses: a busybox shell that keeps its count only in memory and
+ * writes it to a file each tick. After a restore the count must continue from memory, never restart at 1.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, copyFile, symlink, rm, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import path from 'node:path';
+
+const run = promisify(execFile);
+
+export const COUNT_FILE = '/tmp/count';
+export const COUNTER_ARGV = [
+  '/bin/sh',
+  '-c',
+  `i=0; while true; do i=$((i+1)); echo $i > ${COUNT_FILE}; sleep 0.05; done`,
+];
+const BUSYBOX = '/bin/busybox';
+const APPLETS = ['sh', 'sleep', 'echo', 'cat', 'ls', 'true'];
+
+/** A minimal root filesystem with a static busybox; rebuilt only when missing. */
+export async function busyboxRootfs(dir: string): Promise<string> {
+  const bin = path.join(dir, 'bin');
+  if (await stat(path.join(bin, 'busybox')).catch(() => undefined)) return dir;
+  await rm(dir, { recursive: true, force: true });
+  for (const d of ['bin', 'tmp', 'proc', 'sys', 'dev', 'etc']) await mkdir(path.join(dir, d), { recursive: true });
+  await copyFile(BUSYBOX, path.join(bin, 'busybox'));
+  for (const applet of APPLETS) await symlink('busybox', path.join(bin, applet));
+  return dir;
+}
+
+/** Imports the busybox rootfs as a local image (no registry is reachable) for podman or docker. */
+export async function importBusyboxImage(cli: 'podman' | 'docker', image: string, scratch: string): Promise<void> {
+  const existing = await run(cli, ['image', 'inspect', image]).then(
+    () => true,
+    () => false,
+  );
+  if (existing) return;
+  const rootfs = await busyboxRootfs(path.join(scratch, 'busybox-rootfs'));
+  await run('sh', ['-c', `tar -C "${rootfs}" -c . | ${cli} import - ${image}`]);
+}
+
+/** Polls (the count file has no change notification across a container boundary) until pred holds. */
+export async function waitFor<T>(
+  probe: () => Promise<T>,
+  pred: (v: T) => boolean,
+  { timeoutMs = 10_000, everyMs = 50, what = 'condition' } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  let lastErr: unknown;
+  while (Date.now() < deadline) {
+    try {
+      last = await probe();
+      if (pred(last)) return last;
+    } catch (err) {
+      lastErr = err;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}; last value ${String(last)}${lastErr ? `, last error ${String(lastErr)}` : ''}`);
+}
