@@ -1,0 +1,218 @@
+/**
+ * The agent's behaviour, independent of HTTP: find containers through the drivers, write checkpoints into
+ * the store, verify before restoring. One operation per container at a time.
+ */
+import { FerryError } from './errors.js';
+import { probeNode, type NodeCapabilities } from './criu/probe.js';
+import type { CriuRestoreStats } from './criu/stats.js';
+import { assertCheckpointId, assertContainerRef, newCheckpointId } from './store/ids.js';
+import type { Manifest } from './store/manifest.js';
+import type { ImageStore } from './store/store.js';
+import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
+import type { Readable } from 'node:stream';
+
+export interface AgentOptions {
+  node: string;
+  store: ImageStore;
+  drivers: RuntimeDriver[];
+  criu?: string;
+}
+
+export interface CheckpointParams {
+  runtime: RuntimeName;
+  container: string;
+  leaveRunning?: boolean;
+  preDump?: boolean;
+  parent?: string;
+  id?: string;
+}
+
+export interface RestoreParams {
+  name?: string;
+  runtime?: RuntimeName;
+}
+
+export interface RestoreResult {
+  checkpoint: string;
+  container: ContainerInfo;
+  stats?: CriuRestoreStats;
+  timings: { verifyMs: number; restoreMs: number };
+}
+
+const since = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
+
+export class Agent {
+  readonly node: string;
+  readonly store: ImageStore;
+  private readonly drivers = new Map<RuntimeName, RuntimeDriver>();
+  private readonly criu: string;
+  private readonly busy = new Set<string>();
+  private capabilities?: Promise<NodeCapabilities>;
+
+  constructor(opts: AgentOptions) {
+    this.node = opts.node;
+    this.store = opts.store;
+    this.criu = opts.criu ?? 'criu';
+    for (const d of opts.drivers) this.drivers.set(d.name, d);
+  }
+
+  /** Probed once and cached; `refresh` re-probes (a runtime may have been started since). */
+  probe(refresh = false): Promise<NodeCapabilities> {
+    if (refresh || !this.capabilities) {
+      this.capabilities = probeNode([...this.drivers.values()], this.criu, this.node);
+      this.capabilities.catch(() => (this.capabilities = undefined));
+    }
+    return this.capabilities;
+  }
+
+  driver(runtime: RuntimeName): RuntimeDriver {
+    const d = this.drivers.get(runtime);
+    if (!d) {
+      throw new FerryError('bad_request', `runtime '${runtime}' is not enabled on this agent`, {
+        hint: `enabled runtimes: ${[...this.drivers.keys()].join(', ')}`,
+        details: { field: 'runtime' },
+      });
+    }
+    return d;
+  }
+
+  async listContainers(runtime?: RuntimeName): Promise<ContainerInfo[]> {
+    const drivers = runtime ? [this.driver(runtime)] : [...this.drivers.values()];
+    const lists = await Promise.all(
+      drivers.map(async (d) => {
+        // An absent runtime (dockerd not started) must not hide the containers of the others.
+        if (!runtime && !(await d.status()).available) return [];
+        return d.list();
+      }),
+    );
+    return lists.flat();
+  }
+
+  async findContainer(runtime: RuntimeName, ref: string): Promise<ContainerInfo> {
+    assertContainerRef(ref);
+    const found = await this.driver(runtime).find(ref);
+    if (!found) {
+      throw new FerryError('container_not_found', `no ${runtime} container '${ref}' on node ${this.node}`, {
+        hint: 'list containers with `ferry ls`',
+        details: { field: 'container' },
+      });
+    }
+    return found;
+  }
+
+  private async exclusive<T>(key: string, what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy.has(key)) throw new FerryError('conflict', `${what} is already in progress`, { hint: 'wait for it to finish' });
+    this.busy.add(key);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  async checkpoint(p: CheckpointParams): Promise<Manifest> {
+    const container = await this.findContainer(p.runtime, p.container);
+    const id = p.id ? assertCheckpointId(p.id) : newCheckpointId();
+    if (p.parent) await this.store.get(assertCheckpointId(p.parent, 'parent'));
+    return this.exclusive(`${p.runtime}/${container.id}`, `an operation on ${container.name}`, async () => {
+      const [caps, pending] = await Promise.all([this.probe(), this.store.begin(id)]);
+      const t0 = performance.now();
+      try {
+        const outcome = await this.driver(p.runtime).checkpoint({
+          container,
+          dir: pending.dir,
+          leaveRunning: p.leaveRunning ?? false,
+          ...(p.preDump ? { preDump: true } : {}),
+          ...(p.parent ? { parentPath: this.store.parentPathFor(p.parent) } : {}),
+        });
+        return await pending.seal({
+          id,
+          kind: p.preDump ? 'pre-dump' : 'full',
+          createdAt: new Date().toISOString(),
+          node: this.node,
+          container: { id: container.id, name: container.name, runtime: p.runtime, ...(container.image ? { image: container.image } : {}) },
+          criuVersion: caps.criu.version ?? 'unknown',
+          leaveRunning: p.preDump ? true : (p.leaveRunning ?? false),
+          ...(p.parent ? { parent: p.parent } : {}),
+          ...(outcome.stats ? { stats: outcome.stats } : {}),
+          timings: { checkpointMs: since(t0) },
+          runtimeMeta: outcome.runtimeMeta,
+        });
+      } catch (err) {
+        await pending.abort();
+        throw await this.withContainerState(err, p.runtime, container);
+      }
+    });
+  }
+
+  /** A failed checkpoint reports whether the container still runs, so nobody has to guess. */
+  private async withContainerState(err: unknown, runtime: RuntimeName, container: ContainerInfo): Promise<unknown> {
+    if (!(err instanceof FerryError)) return err;
+    const now = await this.driver(runtime).find(container.id).catch(() => undefined);
+    return new FerryError(err.code, err.message, {
+      ...(err.hint ? { hint: err.hint } : {}),
+      ...(err.criuLog ? { criuLog: err.criuLog } : {}),
+      details: { ...err.details, containerState: now?.state ?? 'gone' },
+      cause: err,
+    });
+  }
+
+  async restore(checkpointId: string, p: RestoreParams = {}): Promise<RestoreResult> {
+    assertCheckpointId(checkpointId);
+    if (p.name) assertContainerRef(p.name, 'name');
+    return this.exclusive(`restore/${checkpointId}`, `a restore of ${checkpointId}`, async () => {
+      const t0 = performance.now();
+      const [manifest] = await this.store.verify(checkpointId);
+      if (!manifest) throw new FerryError('checkpoint_not_found', `checkpoint ${checkpointId} does not exist`);
+      if (manifest.kind !== 'full') {
+        throw new FerryError('bad_request', `checkpoint ${checkpointId} is a memory pre-dump and cannot be restored alone`, {
+          hint: 'restore a full checkpoint whose parent chain includes it',
+        });
+      }
+      const runtime = manifest.container.runtime;
+      if (p.runtime && p.runtime !== runtime) {
+        throw new FerryError('bad_request', `checkpoint ${checkpointId} was taken with ${runtime}; it cannot be restored with ${p.runtime}`, {
+          details: { field: 'runtime' },
+        });
+      }
+      const verifyMs = since(t0);
+      const t1 = performance.now();
+      const outcome = await this.driver(runtime).restore({
+        dir: this.store.dirOf(checkpointId),
+        ...(p.name ? { name: p.name } : {}),
+        runtimeMeta: manifest.runtimeMeta,
+      });
+      return {
+        checkpoint: checkpointId,
+        container: outcome.container,
+        ...(outcome.stats ? { stats: outcome.stats } : {}),
+        timings: { verifyMs, restoreMs: since(t1) },
+      };
+    });
+  }
+
+  listCheckpoints(): Promise<Manifest[]> {
+    return this.store.list();
+  }
+
+  getCheckpoint(id: string): Promise<Manifest> {
+    return this.store.get(assertCheckpointId(id));
+  }
+
+  deleteCheckpoint(id: string): Promise<void> {
+    return this.store.delete(assertCheckpointId(id));
+  }
+
+  async exportCheckpoint(id: string): Promise<Readable> {
+    await this.store.verify(assertCheckpointId(id));
+    return this.store.exportArchive(id);
+  }
+
+  importCheckpoint(source: Readable): Promise<Manifest> {
+    return this.store.importArchive(source);
+  }
+}
+
+export function isRuntimeName(s: string): s is RuntimeName {
+  return (RUNTIME_NAMES as readonly string[]).includes(s);
+}

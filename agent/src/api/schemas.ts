@@ -1,0 +1,156 @@
+/** JSON schemas of the agent API: validation at the edge and the OpenAPI document come from these. */
+import { RUNTIME_NAMES } from '../runtimes/types.js';
+
+const checkpointId = { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' } as const;
+const containerRef = { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$', maxLength: 128 } as const;
+const runtime = { type: 'string', enum: [...RUNTIME_NAMES] } as const;
+
+export const errorBody = {
+  $id: 'Error',
+  type: 'object',
+  required: ['code', 'message'],
+  properties: {
+    code: { type: 'string', description: 'stable machine-readable error code' },
+    message: { type: 'string' },
+    hint: { type: 'string', description: 'the next step that fixes it' },
+    criuLog: { type: 'array', items: { type: 'string' } },
+    details: { type: 'object', additionalProperties: true },
+  },
+} as const;
+
+const dumpStats = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    freezingTimeMs: { type: 'number' },
+    frozenTimeMs: { type: 'number' },
+    memdumpTimeMs: { type: 'number' },
+    memwriteTimeMs: { type: 'number' },
+    pagesScanned: { type: 'integer' },
+    pagesSkippedParent: { type: 'integer' },
+    pagesWritten: { type: 'integer' },
+    pagesLazy: { type: 'integer' },
+    bytesWritten: { type: 'integer' },
+  },
+} as const;
+
+const containerInfo = {
+  $id: 'Container',
+  type: 'object',
+  required: ['id', 'name', 'runtime', 'state'],
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    runtime,
+    state: { type: 'string' },
+    pid: { type: 'integer' },
+    image: { type: 'string' },
+    createdAt: { type: 'string' },
+  },
+} as const;
+
+export const manifest = {
+  $id: 'Checkpoint',
+  type: 'object',
+  additionalProperties: true,
+  required: ['id', 'kind', 'createdAt', 'container', 'files', 'totalBytes'],
+  properties: {
+    id: { type: 'string' },
+    kind: { type: 'string', enum: ['full', 'pre-dump'] },
+    createdAt: { type: 'string' },
+    node: { type: 'string' },
+    container: { type: 'object', additionalProperties: true },
+    criuVersion: { type: 'string' },
+    leaveRunning: { type: 'boolean' },
+    parent: { type: 'string' },
+    files: {
+      type: 'array',
+      items: { type: 'object', properties: { path: { type: 'string' }, size: { type: 'integer' }, sha256: { type: 'string' } } },
+    },
+    totalBytes: { type: 'integer' },
+    stats: dumpStats,
+    timings: { type: 'object', additionalProperties: true },
+    runtimeMeta: { type: 'object', additionalProperties: true },
+  },
+} as const;
+
+export const sharedSchemas = [errorBody, containerInfo, manifest];
+
+const errors = {
+  400: { $ref: 'Error#' },
+  401: { $ref: 'Error#' },
+  404: { $ref: 'Error#' },
+  409: { $ref: 'Error#' },
+  422: { $ref: 'Error#' },
+  500: { $ref: 'Error#' },
+  501: { $ref: 'Error#' },
+  503: { $ref: 'Error#' },
+};
+
+export const idParams = { type: 'object', required: ['id'], properties: { id: checkpointId } } as const;
+
+export const routes = {
+  health: {
+    summary: 'Liveness; needs no token',
+    response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, node: { type: 'string' } } } },
+  },
+  node: {
+    summary: 'This node and what it can do, from real probes (CRIU, kernel, CPU, runtimes)',
+    querystring: { type: 'object', properties: { refresh: { type: 'boolean' } }, additionalProperties: false },
+    response: { 200: { type: 'object', additionalProperties: true }, ...errors },
+  },
+  listContainers: {
+    summary: 'Containers of every available runtime, or of one',
+    querystring: { type: 'object', properties: { runtime }, additionalProperties: false },
+    response: { 200: { type: 'object', properties: { containers: { type: 'array', items: { $ref: 'Container#' } } } }, ...errors },
+  },
+  createCheckpoint: {
+    summary: 'Checkpoint a running container (stops it unless leaveRunning)',
+    body: {
+      type: 'object',
+      required: ['runtime', 'container'],
+      additionalProperties: false,
+      properties: {
+        runtime,
+        container: containerRef,
+        leaveRunning: { type: 'boolean', default: false },
+        preDump: { type: 'boolean', default: false, description: 'memory-only incremental dump; needs soft-dirty tracking' },
+        parent: checkpointId,
+        id: checkpointId,
+      },
+    },
+    response: { 201: { $ref: 'Checkpoint#' }, ...errors },
+  },
+  listCheckpoints: {
+    summary: 'Complete checkpoints on this node, oldest first',
+    response: { 200: { type: 'object', properties: { checkpoints: { type: 'array', items: { $ref: 'Checkpoint#' } } } }, ...errors },
+  },
+  getCheckpoint: { summary: 'One checkpoint manifest', params: idParams, response: { 200: { $ref: 'Checkpoint#' }, ...errors } },
+  deleteCheckpoint: { summary: 'Delete a checkpoint that no other checkpoint builds on', params: idParams, response: { 204: { type: 'null' }, ...errors } },
+  restore: {
+    summary: 'Verify a checkpoint against its manifest, then restore it',
+    params: idParams,
+    body: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { name: containerRef, runtime },
+    },
+    response: {
+      201: {
+        type: 'object',
+        properties: {
+          checkpoint: { type: 'string' },
+          container: { $ref: 'Container#' },
+          stats: { type: 'object', additionalProperties: true },
+          timings: { type: 'object', additionalProperties: true },
+        },
+      },
+      ...errors,
+    },
+  },
+  exportArchive: { summary: 'The checkpoint as a tar archive (podman/CRI-O layout plus manifest.json)', params: idParams },
+  importArchive: {
+    summary: 'Import a tar archive made by exportArchive; verified before it is listed',
+    response: { 201: { $ref: 'Checkpoint#' }, ...errors },
+  },
+} as const;

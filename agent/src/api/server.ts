@@ -1,0 +1,80 @@
+/** The agent's HTTP API: thin routes over Agent, with schemas, auth and one error shape. */
+import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Readable } from 'node:stream';
+import { FerryError } from '../errors.js';
+import type { Agent } from '../agent.js';
+import type { RuntimeName } from '../runtimes/types.js';
+import { tokenMatches } from './auth.js';
+import { installErrorHandling } from './errors.js';
+import { routes, sharedSchemas } from './schemas.js';
+
+export interface ApiOptions {
+  agent: Agent;
+  token: string;
+  logger?: boolean;
+}
+
+const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
+
+export async function buildAgentApi({ agent, token, logger = false }: ApiOptions): Promise<FastifyInstance> {
+  if (!token) throw new FerryError('bad_request', 'the agent needs a token', { hint: 'set FERRY_TOKEN or --token' });
+  const app = Fastify({ logger, ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } } });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Ferry agent API', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  for (const s of sharedSchemas) app.addSchema(s);
+  installErrorHandling(app);
+
+  app.addHook('onRequest', async (req) => {
+    if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
+    if (!tokenMatches(req.headers.authorization, token)) {
+      throw new FerryError('unauthorized', 'missing or wrong bearer token', { hint: 'send Authorization: Bearer <agent token>' });
+    }
+  });
+  // Archives arrive as raw streams; the store unpacks and verifies them as they come.
+  app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
+
+  app.get('/healthz', { schema: routes.health }, async () => ({ ok: true, node: agent.node }));
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get<{ Querystring: { refresh?: boolean } }>('/v1/node', { schema: routes.node }, async (req) => agent.probe(req.query.refresh));
+  app.get<{ Querystring: { runtime?: RuntimeName } }>('/v1/containers', { schema: routes.listContainers }, async (req) => ({
+    containers: await agent.listContainers(req.query.runtime),
+  }));
+
+  app.post<{ Body: { runtime: RuntimeName; container: string; leaveRunning?: boolean; preDump?: boolean; parent?: string; id?: string } }>(
+    '/v1/checkpoints',
+    { schema: routes.createCheckpoint },
+    async (req, reply) => reply.status(201).send(await agent.checkpoint(req.body)),
+  );
+  app.get('/v1/checkpoints', { schema: routes.listCheckpoints }, async () => ({ checkpoints: await agent.listCheckpoints() }));
+  app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) => agent.getCheckpoint(req.params.id));
+  app.delete<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.deleteCheckpoint }, async (req, reply) => {
+    await agent.deleteCheckpoint(req.params.id);
+    return reply.status(204).send();
+  });
+  app.post<{ Params: { id: string }; Body: { name?: string; runtime?: RuntimeName } | undefined }>(
+    '/v1/checkpoints/:id/restore',
+    { schema: routes.restore },
+    async (req, reply) => reply.status(201).send(await agent.restore(req.params.id, req.body ?? {})),
+  );
+  app.get<{ Params: { id: string } }>('/v1/checkpoints/:id/archive', { schema: routes.exportArchive }, async (req, reply) => {
+    const stream = await agent.exportCheckpoint(req.params.id);
+    return reply
+      .header('content-type', 'application/x-tar')
+      .header('content-disposition', `attachment; filename="${req.params.id}.tar"`)
+      .send(stream);
+  });
+  app.post('/v1/checkpoints/import', { schema: routes.importArchive }, async (req, reply) => {
+    const body = req.body as Readable | undefined;
+    if (!body || typeof body.pipe !== 'function') {
+      throw new FerryError('bad_request', 'send the archive as the request body with content-type application/x-tar');
+    }
+    return reply.status(201).send(await agent.importCheckpoint(body));
+  });
+  return app;
+}

@@ -1,0 +1,64 @@
+/** The agent's settings, from flags or the environment, checked once at start-up. */
+import os from 'node:os';
+import path from 'node:path';
+import { FerryError } from './errors.js';
+import { RUNTIME_NAMES, type RuntimeName } from './runtimes/types.js';
+
+export interface AgentConfig {
+  host: string;
+  port: number;
+  token: string;
+  node: string;
+  stateDir: string;
+  runtimes: RuntimeName[];
+  /** runc's state root; on Kubernetes nodes the CRI runtime's root, e.g. /run/containerd/runc/k8s.io. */
+  runcRoot?: string;
+  criu: string;
+  dockerSocket?: string;
+}
+
+export const DEFAULT_AGENT_PORT = 7070;
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(listen);
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) {
+    throw new FerryError('bad_request', `--listen '${listen}' is not HOST:PORT`, { hint: 'e.g. --listen 127.0.0.1:7070' });
+  }
+  return { host: m[1] || '127.0.0.1', port };
+}
+
+export function parseRuntimes(list: string): RuntimeName[] {
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = names.filter((n) => !(RUNTIME_NAMES as readonly string[]).includes(n));
+  if (bad.length || !names.length) {
+    throw new FerryError('bad_request', `--runtimes '${list}' names unknown runtimes: ${bad.join(', ') || '(none given)'}`, {
+      hint: `choose from ${RUNTIME_NAMES.join(', ')}`,
+    });
+  }
+  return names as RuntimeName[];
+}
+
+export function agentConfig(opts: {
+  listen?: string;
+  token?: string;
+  node?: string;
+  stateDir?: string;
+  runtimes?: string;
+  runcRoot?: string;
+  criu?: string;
+  dockerSocket?: string;
+}): AgentConfig {
+  const token = opts.token ?? process.env.FERRY_TOKEN;
+  if (!token) throw new FerryError('bad_request', 'no agent token: --token or FERRY_TOKEN is required', { hint: 'e.g. export FERRY_TOKEN=$(openssl rand -hex 16)' });
+  return {
+    ...parseListen(opts.listen ?? process.env.FERRY_LISTEN ?? `127.0.0.1:${DEFAULT_AGENT_PORT}`),
+    token,
+    node: opts.node ?? process.env.FERRY_NODE ?? os.hostname(),
+    stateDir: path.resolve(opts.stateDir ?? process.env.FERRY_STATE_DIR ?? '/var/lib/ferry'),
+    runtimes: parseRuntimes(opts.runtimes ?? process.env.FERRY_RUNTIMES ?? RUNTIME_NAMES.join(',')),
+    ...(opts.runcRoot ? { runcRoot: opts.runcRoot } : {}),
+    criu: opts.criu ?? process.env.FERRY_CRIU ?? 'criu',
+    ...(opts.dockerSocket ? { dockerSocket: opts.dockerSocket } : {}),
+  };
+}

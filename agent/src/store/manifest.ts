@@ -1,0 +1,32 @@
+/** The manifest is what makes a checkpoint trustworthy: every file with its size and sha256. */
+import type { CriuDumpStats } from '../criu/stats.js';
+import type { RuntimeName } from '../runtimes/types.js';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const MANIFEST_VERSION = 1;
+
+export interface ManifestFile {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface Manifest {
+  version: typeof MANIFEST_VERSION;
+  id: string;
+  /** A pre-dump holds memory only and is a parent for later dumps; only a full checkpoint restores. */
+  kind: 'full' | 'pre-dump';
+  createdAt: string;
+  node: string;
+  container: { id: string; name: string; runtime: RuntimeName; image?: string };
+  criuVersion: string;
+  leaveRunning: boolean;
+  /** The checkpoint whose memory images this one's CRIU images refer to (pre-dump chain). */
+  parent?: string;
+  files: ManifestFile[];
+  totalBytes: number;
+  stats?: CriuDumpStats;
+  /** Wall times around the runtime's checkpoint call and around sealing the store entry. */
+  timings: { checkpointMs: number; sealMs: number };
+  runtimeMeta: Record<string, unknown>;
+}

@@ -1,0 +1,213 @@
+/**
+ * The agent's image store: one directory per checkpoint under `<root>/checkpoints/`. A checkpoint is
+ * written into a hidden sibling (`.partial-<id>`), sealed with a manifest, synced, then renamed into
+ * place, so a listed checkpoint is always complete. Partial and complete directories sit at the same depth
+ * so that CRIU's relative parent links (`../../<parent>/checkpoint`) resolve before and after the rename.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { FerryError } from '../errors.js';
+import { packDirectory, unpackInto } from './archive.js';
+import { describeFiles, listFiles, syncDir } from './files.js';
+import { assertCheckpointId } from './ids.js';
+import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest } from './manifest.js';
+
+const PARTIAL_PREFIX = '.partial-';
+
+export type ManifestDraft = Omit<Manifest, 'version' | 'files' | 'totalBytes' | 'timings'> & {
+  timings: { checkpointMs: number };
+};
+
+export interface PendingCheckpoint {
+  id: string;
+  /** Where the runtime writes; not visible to readers until sealed. */
+  dir: string;
+  seal(draft: ManifestDraft): Promise<Manifest>;
+  abort(): Promise<void>;
+}
+
+export class ImageStore {
+  readonly root: string;
+  private readonly checkpointsDir: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.checkpointsDir = path.join(this.root, 'checkpoints');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.checkpointsDir, { recursive: true });
+    // Leftovers of writes interrupted by a crash are never complete checkpoints.
+    for (const name of await readdir(this.checkpointsDir)) {
+      if (name.startsWith(PARTIAL_PREFIX)) await rm(path.join(this.checkpointsDir, name), { recursive: true, force: true });
+    }
+  }
+
+  dirOf(id: string): string {
+    return path.join(this.checkpointsDir, assertCheckpointId(id));
+  }
+
+  /** The parent's CRIU images as CRIU wants them: relative to this checkpoint's `checkpoint/` dir. */
+  parentPathFor(parentId: string): string {
+    return path.posix.join('..', '..', assertCheckpointId(parentId, 'parent'), 'checkpoint');
+  }
+
+  async begin(id: string): Promise<PendingCheckpoint> {
+    assertCheckpointId(id);
+    if (await this.exists(id)) throw new FerryError('conflict', `checkpoint ${id} already exists`);
+    const dir = path.join(this.checkpointsDir, PARTIAL_PREFIX + id);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    return {
+      id,
+      dir,
+      seal: (draft) => this.seal(dir, id, draft),
+      abort: () => rm(dir, { recursive: true, force: true }),
+    };
+  }
+
+  private async seal(dir: string, id: string, draft: ManifestDraft): Promise<Manifest> {
+    const started = performance.now();
+    const files = await describeFiles(dir, await listFiles(dir), true);
+    const manifest: Manifest = {
+      ...draft,
+      version: MANIFEST_VERSION,
+      files,
+      totalBytes: files.reduce((n, f) => n + f.size, 0),
+      timings: { checkpointMs: draft.timings.checkpointMs, sealMs: 0 },
+    };
+    manifest.timings.sealMs = Math.round((performance.now() - started) * 1000) / 1000;
+    await writeFile(path.join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 1), { flush: true });
+    await syncDir(dir);
+    await rename(dir, this.dirOf(id));
+    await syncDir(this.checkpointsDir);
+    return manifest;
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return readFile(path.join(this.dirOf(id), MANIFEST_FILE)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async get(id: string): Promise<Manifest> {
+    const raw = await readFile(path.join(this.dirOf(id), MANIFEST_FILE), 'utf8').catch(() => undefined);
+    if (raw === undefined) {
+      throw new FerryError('checkpoint_not_found', `checkpoint ${id} does not exist on this node`, {
+        hint: 'list checkpoints with `ferry checkpoints`',
+      });
+    }
+    return parseManifest(raw, id);
+  }
+
+  async list(): Promise<Manifest[]> {
+    const names = (await readdir(this.checkpointsDir)).filter((n) => !n.startsWith('.'));
+    const manifests = await Promise.all(names.map((n) => this.get(n).catch(() => undefined)));
+    return manifests
+      .filter((m): m is Manifest => m !== undefined)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  /**
+   * Re-reads every file of a checkpoint and of its parent chain against the manifests. Restore calls this
+   * first: a flipped byte must fail here, clearly, and not halfway through CRIU's restore.
+   */
+  async verify(id: string): Promise<Manifest[]> {
+    const chain: Manifest[] = [];
+    for (let cur: string | undefined = id; cur; cur = chain.at(-1)?.parent) {
+      if (chain.some((m) => m.id === cur)) throw corrupt(id, `parent chain loops at ${cur}`);
+      const manifest = await this.get(cur);
+      await this.verifyFiles(manifest);
+      chain.push(manifest);
+    }
+    return chain;
+  }
+
+  private async verifyFiles(manifest: Manifest, dir = this.dirOf(manifest.id), sync = false): Promise<void> {
+    const present = (await listFiles(dir)).filter((f) => f !== MANIFEST_FILE);
+    const expected = new Set(manifest.files.map((f) => f.path));
+    const extra = present.filter((f) => !expected.has(f));
+    if (extra.length) throw corrupt(manifest.id, `unexpected files: ${extra.join(', ')}`);
+    const missing = manifest.files.filter((f) => !present.includes(f.path));
+    if (missing.length) throw corrupt(manifest.id, `missing files: ${missing.map((f) => f.path).join(', ')}`);
+    const actual = await describeFiles(dir, manifest.files.map((f) => f.path), sync);
+    const bad = manifest.files.filter((f, i) => actual[i]?.sha256 !== f.sha256 || actual[i]?.size !== f.size);
+    if (bad.length) throw corrupt(manifest.id, `content differs from the manifest in ${bad.map((f) => f.path).join(', ')}`);
+  }
+
+  /**
+   * Takes in an archive made by `export`: unpacked aside, checked file by file against the manifest it
+   * carries, synced, and only then listed. The parent of an incremental checkpoint must already be here.
+   */
+  async importArchive(source: Readable): Promise<Manifest> {
+    const dir = path.join(this.checkpointsDir, `${PARTIAL_PREFIX}import-${randomBytes(6).toString('hex')}`);
+    await mkdir(dir, { recursive: true });
+    try {
+      await unpackInto(source, dir);
+      const raw = await readFile(path.join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
+      if (raw === undefined) {
+        throw new FerryError('bad_request', 'the archive has no manifest.json', {
+          hint: 'import archives exported by a Ferry agent (GET /v1/checkpoints/:id/archive)',
+        });
+      }
+      const claimed = JSON.parse(raw) as { id?: unknown };
+      const id = assertCheckpointId(String(claimed.id), 'manifest.id');
+      const manifest = parseManifest(raw, id);
+      if (await this.exists(id)) throw new FerryError('conflict', `checkpoint ${id} is already on this node`);
+      if (manifest.parent && !(await this.exists(manifest.parent))) {
+        throw new FerryError('conflict', `checkpoint ${id} builds on ${manifest.parent}, which is not on this node`, {
+          hint: `import ${manifest.parent} first`,
+        });
+      }
+      await this.verifyFiles(manifest, dir, true);
+      await syncDir(dir);
+      await rename(dir, this.dirOf(id));
+      await syncDir(this.checkpointsDir);
+      return manifest;
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  exportArchive(id: string): Readable {
+    return packDirectory(this.dirOf(id));
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.get(id);
+    const children = (await this.list()).filter((m) => m.parent === id).map((m) => m.id);
+    if (children.length) {
+      throw new FerryError('conflict', `checkpoint ${id} is the parent of ${children.join(', ')}`, {
+        hint: 'delete the checkpoints that build on it first',
+      });
+    }
+    // Rename first so that a crash mid-delete leaves a partial dir (cleaned at start), never half a checkpoint.
+    const doomed = path.join(this.checkpointsDir, `${PARTIAL_PREFIX}${id}-deleting`);
+    await rename(this.dirOf(id), doomed);
+    await rm(doomed, { recursive: true, force: true });
+  }
+}
+
+function corrupt(id: string, why: string): FerryError {
+  return new FerryError('checkpoint_corrupt', `checkpoint ${id} is damaged: ${why}`, {
+    hint: 'this checkpoint cannot be restored safely; restore an older checkpoint or take a new one',
+    details: { checkpoint: id },
+  });
+}
+
+function parseManifest(raw: string, id: string): Manifest {
+  let m: Manifest;
+  try {
+    m = JSON.parse(raw) as Manifest;
+  } catch {
+    throw corrupt(id, 'manifest.json is not valid JSON');
+  }
+  if (m.version !== MANIFEST_VERSION || m.id !== id || !Array.isArray(m.files)) {
+    throw corrupt(id, 'manifest.json does not describe this checkpoint');
+  }
+  return m;
+}
