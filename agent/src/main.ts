@@ -4,31 +4,35 @@ import type { FastifyInstance } from 'fastify';
 import { Agent } from './agent.js';
 import { buildAgentApi } from './api/server.js';
 import type { AgentConfig } from './config.js';
-import { DockerDriver } from './runtimes/docker.js';
-import { PodmanDriver } from './runtimes/podman.js';
-import { RuncDriver } from './runtimes/runc.js';
 import type { RuntimeDriver, RuntimeName } from './runtimes/types.js';
 import { ImageStore } from './store/store.js';
 
-function makeDriver(name: RuntimeName, cfg: AgentConfig): RuntimeDriver {
+/** Drivers load on demand: an agent that only runs runc never loads dockerode. */
+async function makeDriver(name: RuntimeName, cfg: AgentConfig): Promise<RuntimeDriver> {
   switch (name) {
-    case 'runc':
+    case 'runc': {
+      const { RuncDriver } = await import('./runtimes/runc.js');
       return new RuncDriver({
         bundlesDir: path.join(cfg.stateDir, 'bundles'),
         criu: cfg.criu,
         ...(cfg.runcRoot ? { root: cfg.runcRoot } : {}),
       });
-    case 'podman':
+    }
+    case 'podman': {
+      const { PodmanDriver } = await import('./runtimes/podman.js');
       return new PodmanDriver();
-    case 'docker':
+    }
+    case 'docker': {
+      const { DockerDriver } = await import('./runtimes/docker.js');
       return new DockerDriver(cfg.dockerSocket ? { socketPath: cfg.dockerSocket } : {});
+    }
   }
 }
 
 export async function createAgent(cfg: AgentConfig): Promise<Agent> {
   const store = new ImageStore(path.join(cfg.stateDir, 'images'));
   await store.init();
-  return new Agent({ node: cfg.node, store, drivers: cfg.runtimes.map((r) => makeDriver(r, cfg)), criu: cfg.criu });
+  return new Agent({ node: cfg.node, store, drivers: await Promise.all(cfg.runtimes.map((r) => makeDriver(r, cfg))), criu: cfg.criu });
 }
 
 export async function startAgent(cfg: AgentConfig, logger = true): Promise<{ agent: Agent; app: FastifyInstance; url: string }> {

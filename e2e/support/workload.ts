@@ -60,3 +60,18 @@ export async function waitFor<T>(
   }
   throw new Error(`timed out waiting for ${what}; last value ${String(last)}${lastErr ? `, last error ${String(lastErr)}` : ''}`);
 }
+
+/**
+ * Asserts that a restored counter resumed from memory: it moves on from the value it shows right after
+ * restore, and what it writes then is past `atCheckpoint`. A counter that restarted would write 1, 2, 3.
+ */
+export async function expectCountResumed(
+  readCount: () => Promise<number>,
+  atCheckpoint: number,
+): Promise<{ first: number; next: number }> {
+  const first = await waitFor(readCount, (n) => Number.isFinite(n) && n > 0, { what: 'a count after restore' });
+  const next = await waitFor(readCount, (n) => n !== first, { what: 'the restored counter to move' });
+  if (!(next > atCheckpoint)) throw new Error(`count restarted: ${next} after restore, ${atCheckpoint} at checkpoint`);
+  const later = await waitFor(readCount, (n) => n > next, { what: 'the restored counter to keep counting' });
+  return { first, next: later };
+}

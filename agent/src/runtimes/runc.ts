@@ -4,7 +4,7 @@
  * that it restores into a fresh bundle on any node, under any name.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { readDumpStats, readRestoreStats } from '../criu/stats.js';
 import { relevantCriuLogLines } from '../criu/log.js';
@@ -42,8 +42,19 @@ interface RuncListEntry {
 interface RuncMeta {
   id: string;
   bundle: string;
-  rootfs: string;
 }
+
+/** The part of runc's per-container state.json (libcontainer's State) that identifies a live container. */
+interface RuncStateFile {
+  id: string;
+  init_process_pid: number;
+  init_process_start: number;
+  created: string;
+  config: { labels?: string[] };
+}
+
+/** runc's default state root when run as root. */
+const DEFAULT_ROOT = '/run/runc';
 
 const STATES: Record<string, ContainerState> = {
   running: 'running',
@@ -95,6 +106,7 @@ export class RuncDriver implements RuntimeDriver {
       state: STATES[e.status] ?? 'unknown',
       ...(e.pid ? { pid: e.pid } : {}),
       createdAt: e.created,
+      bundle: e.bundle,
     };
   }
 
@@ -111,18 +123,45 @@ export class RuncDriver implements RuntimeDriver {
   }
 
   async find(ref: string): Promise<ContainerInfo | undefined> {
+    const fast = await this.runningFromStateFile(ref);
+    if (fast) return fast;
     const e = await this.findEntry(ref);
     return e && this.toInfo(e);
   }
 
+  /**
+   * A running container found by exact id without spawning runc: its state.json names the init pid and
+   * that process's start time, which must still match /proc (as runc itself checks). Anything less
+   * certain returns undefined and the caller asks runc.
+   */
+  private async runningFromStateFile(id: string): Promise<ContainerInfo | undefined> {
+    const stateDir = path.join(this.opts.root ?? DEFAULT_ROOT, id);
+    try {
+      const st = JSON.parse(await readFile(path.join(stateDir, 'state.json'), 'utf8')) as RuncStateFile;
+      const procStat = await readFile(`/proc/${st.init_process_pid}/stat`, 'utf8');
+      // Fields after the parenthesised command: state is field 3, start time field 22.
+      const fields = procStat.slice(procStat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] === 'Z' || Number(fields[19]) !== st.init_process_start) return undefined;
+      // A created-but-not-started container still has its exec fifo.
+      if (await stat(path.join(stateDir, 'exec.fifo')).then(() => true, () => false)) return undefined;
+      const bundle = st.config.labels?.find((l) => l.startsWith('bundle='))?.slice('bundle='.length);
+      if (!bundle || st.id !== id) return undefined;
+      return { id, name: id, runtime: 'runc', state: 'running', pid: st.init_process_pid, createdAt: st.created, bundle };
+    } catch {
+      return undefined;
+    }
+  }
+
   async checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome> {
-    const entry = await this.findEntry(req.container.id);
-    if (!entry) throw new FerryError('container_not_found', `runc container ${req.container.id} does not exist`);
-    if (entry.status !== 'running') {
-      throw new FerryError('container_not_running', `runc container ${entry.id} is ${entry.status}, not running`, {
+    // The caller has just listed the container; asking runc again would cost a process spawn.
+    const { id, bundle } = req.container.bundle ? { id: req.container.id, bundle: req.container.bundle } : await this.state(req.container.id);
+    if (req.container.state !== 'running') {
+      throw new FerryError('container_not_running', `runc container ${id} is ${req.container.state}, not running`, {
         hint: 'only a running container can be checkpointed',
       });
     }
+    const spec = JSON.parse(await readFile(path.join(bundle, 'config.json'), 'utf8')) as { root?: { path?: string } };
+    const rootfs = path.resolve(bundle, spec.root?.path ?? 'rootfs');
     const imageDir = path.join(req.dir, 'checkpoint');
     const workDir = path.join(req.dir, 'work');
     await mkdir(imageDir, { recursive: true });
@@ -130,52 +169,78 @@ export class RuncDriver implements RuntimeDriver {
     if (req.preDump) args.push('--pre-dump');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--parent-path', req.parentPath);
-    await this.runc([...args, entry.id], (f) => criuFailure('checkpoint', entry.id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')));
+    await this.runc([...args, id], (f) => criuFailure('checkpoint', id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')));
 
     // CRIU writes its figures and log to the work dir; the checkpoint keeps them where podman would.
     const stats = await readDumpStats(path.join(workDir, 'stats-dump'));
     await moveIfPresent(path.join(workDir, 'stats-dump'), path.join(req.dir, 'stats-dump'));
     await moveIfPresent(path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log'), path.join(req.dir, 'dump.log'));
     await rm(workDir, { recursive: true, force: true });
+    req.onImagesWritten?.();
 
-    const meta: RuncMeta = { id: entry.id, bundle: entry.bundle, rootfs: entry.rootfs };
-    await copyFile(path.join(entry.bundle, 'config.json'), path.join(req.dir, 'spec.dump'));
-    await writeFile(path.join(req.dir, 'config.dump'), JSON.stringify({ runtime: 'runc', ...meta, created: entry.created }));
+    const meta: RuncMeta = { id, bundle };
+    await copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump'));
+    await writeFile(path.join(req.dir, 'config.dump'), JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }));
     // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
-    if (!req.preDump) await runCommand('tar', ['-C', entry.rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']);
+    if (!req.preDump) await runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']);
     return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
   }
 
   async restore(req: RestoreRequest): Promise<RestoreOutcome> {
     const original = String(req.runtimeMeta.id ?? 'restored');
-    const name = req.name ?? ((await this.findEntry(original)) ? `${original}-restored-${randomBytes(3).toString('hex')}` : original);
-    if (await this.findEntry(name)) {
+    const name = req.name ?? ((await this.exists(original)) ? `${original}-restored-${randomBytes(3).toString('hex')}` : original);
+    if (await this.exists(name)) {
       throw new FerryError('conflict', `a runc container named ${name} already exists`, { hint: 'choose another name' });
     }
     const bundle = path.join(this.opts.bundlesDir, name);
-    await rm(bundle, { recursive: true, force: true });
-    await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
-    await runCommand('tar', ['-C', path.join(bundle, 'rootfs'), '-xf', path.join(req.dir, 'rootfs-diff.tar')]);
-    const spec = JSON.parse(await readFile(path.join(req.dir, 'spec.dump'), 'utf8')) as { root?: { path?: string } };
-    spec.root = { ...spec.root, path: 'rootfs' };
-    await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
-
     // The checkpoint directory stays untouched (its manifest checksums must keep holding).
-    const workDir = await mkdtemp(path.join(bundle, 'restore-'));
+    const workDir = path.join(bundle, 'restore-work');
+    const pidFile = path.join(workDir, 'pid');
     try {
+      await this.prepareBundle(req.dir, bundle);
+      await mkdir(workDir);
+      await req.verified;
       await this.runc(
-        ['restore', '--detach', '--image-path', path.join(req.dir, 'checkpoint'), '--work-path', workDir, '--bundle', bundle, name],
+        ['restore', '--detach', '--pid-file', pidFile, '--image-path', path.join(req.dir, 'checkpoint'), '--work-path', workDir, '--bundle', bundle, name],
         (f) => criuFailure('restore', name, f, path.join(workDir, 'restore.log')),
       );
     } catch (err) {
       await rm(bundle, { recursive: true, force: true });
       throw err;
     }
-    const stats = await readRestoreStats(path.join(workDir, 'stats-restore'));
+    const [stats, pid] = await Promise.all([readRestoreStats(path.join(workDir, 'stats-restore')), readFile(pidFile, 'utf8')]);
     await rm(workDir, { recursive: true, force: true });
-    const container = await this.find(name);
-    if (!container) throw new FerryError('runtime_failed', `runc restored ${name} but does not list it`);
+    // A detached restore that returned 0 is running; its pid file saves listing every container again.
+    const container: ContainerInfo = { id: name, name, runtime: 'runc', state: 'running', pid: Number(pid.trim()), bundle };
     return { container, ...(stats ? { stats } : {}) };
+  }
+
+  /** runc keeps one state directory per container id under its root: checking it needs no process. */
+  private async exists(id: string): Promise<boolean> {
+    return stat(path.join(this.opts.root ?? DEFAULT_ROOT, id)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private async state(id: string): Promise<{ id: string; bundle: string }> {
+    const out = await this.runc(['state', id], (f) =>
+      /does not exist/.test(f.stderr) ? new FerryError('container_not_found', `runc container ${id} does not exist`) : undefined,
+    );
+    const st = JSON.parse(out) as { id: string; bundle: string };
+    return { id: st.id, bundle: st.bundle };
+  }
+
+  /** A fresh bundle: the checkpoint's spec with its rootfs unpacked beside it. */
+  private async prepareBundle(dir: string, bundle: string): Promise<void> {
+    await rm(bundle, { recursive: true, force: true });
+    await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
+    const [spec] = await Promise.all([
+      readFile(path.join(dir, 'spec.dump'), 'utf8').then((raw) => JSON.parse(raw) as { root?: { path?: string } }),
+      runCommand('tar', ['-C', path.join(bundle, 'rootfs'), '-xf', path.join(dir, 'rootfs-diff.tar')]),
+    ]);
+    spec.root = { ...spec.root, path: 'rootfs' };
+    await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
   }
 
   async exec(ref: string, argv: string[]): Promise<string> {

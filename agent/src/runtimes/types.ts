@@ -17,6 +17,8 @@ export interface ContainerInfo {
   pid?: number;
   image?: string;
   createdAt?: string;
+  /** The OCI bundle directory, where the runtime exposes it (runc). */
+  bundle?: string;
 }
 
 export interface RuntimeStatus {
@@ -41,6 +43,11 @@ export interface CheckpointRequest {
   preDump?: boolean;
   /** Parent images for an incremental dump, as a path relative to `dir/checkpoint`. */
   parentPath?: string;
+  /**
+   * Called once CRIU's images under `dir/checkpoint/` are final, before the driver captures the rest
+   * (spec, filesystem), so the store can hash and sync them meanwhile.
+   */
+  onImagesWritten?: () => void;
 }
 
 export interface CheckpointOutcome {
@@ -55,6 +62,12 @@ export interface RestoreRequest {
   /** Name of the restored container; the driver picks one when absent. */
   name?: string;
   runtimeMeta: Record<string, unknown>;
+  /**
+   * Settles when the checkpoint has been verified against its manifest. A driver may prepare (unpack a
+   * bundle) meanwhile, but must not start the restore before it resolves, and must undo its preparation
+   * if it rejects.
+   */
+  verified: Promise<unknown>;
 }
 
 export interface RestoreOutcome {

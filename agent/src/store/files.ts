@@ -25,10 +25,12 @@ export async function hashFile(file: string, sync = false): Promise<{ size: numb
   const fh = await open(file, 'r');
   try {
     const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(CHUNK);
+    // Most CRIU images are a few hundred bytes: a buffer sized to the file, not a fixed MiB per file.
+    const { size: statSize } = await fh.stat();
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(CHUNK, statSize + 1)));
     let size = 0;
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, CHUNK, null);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
       hash.update(buf.subarray(0, bytesRead));
       size += bytesRead;

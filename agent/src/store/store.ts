@@ -12,7 +12,7 @@ import { FerryError } from '../errors.js';
 import { packDirectory, unpackInto } from './archive.js';
 import { describeFiles, listFiles, syncDir } from './files.js';
 import { assertCheckpointId } from './ids.js';
-import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.js';
 
 const PARTIAL_PREFIX = '.partial-';
 
@@ -24,6 +24,8 @@ export interface PendingCheckpoint {
   id: string;
   /** Where the runtime writes; not visible to readers until sealed. */
   dir: string;
+  /** Starts hashing and syncing the files under `rel` now; seal reuses the results. */
+  prepare(rel: string): void;
   seal(draft: ManifestDraft): Promise<Manifest>;
   abort(): Promise<void>;
 }
@@ -60,17 +62,29 @@ export class ImageStore {
     const dir = path.join(this.checkpointsDir, PARTIAL_PREFIX + id);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    const prepared = new Map<string, Promise<ManifestFile[]>>();
     return {
       id,
       dir,
-      seal: (draft) => this.seal(dir, id, draft),
-      abort: () => rm(dir, { recursive: true, force: true }),
+      prepare: (rel) => {
+        const work = listFiles(dir, rel).then((files) => describeFiles(dir, files, true));
+        work.catch(() => undefined); // seal reports it; an aborted checkpoint never asks
+        prepared.set(rel, work);
+      },
+      seal: (draft) => this.seal(dir, id, draft, prepared),
+      abort: async () => {
+        await Promise.allSettled(prepared.values());
+        await rm(dir, { recursive: true, force: true });
+      },
     };
   }
 
-  private async seal(dir: string, id: string, draft: ManifestDraft): Promise<Manifest> {
+  private async seal(dir: string, id: string, draft: ManifestDraft, prepared: Map<string, Promise<ManifestFile[]>>): Promise<Manifest> {
     const started = performance.now();
-    const files = await describeFiles(dir, await listFiles(dir), true);
+    const done = (await Promise.all(prepared.values())).flat();
+    const known = new Set(done.map((f) => f.path));
+    const rest = (await listFiles(dir)).filter((f) => !known.has(f));
+    const files = [...done, ...(await describeFiles(dir, rest, true))].sort((a, b) => a.path.localeCompare(b.path));
     const manifest: Manifest = {
       ...draft,
       version: MANIFEST_VERSION,

@@ -1,0 +1,152 @@
+/**
+ * The agent on real runc and real CRIU, through its HTTP API: checkpoint and restore a counting container,
+ * leave-running checkpoints, and the refusals (corrupt image, bad token, bad names, unknown containers,
+ * a CRIU failure that must leave the container running).
+ */
+import test from 'ava';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { AgentClient } from '../agent/src/client.js';
+import { isFerryError } from '../agent/src/errors.js';
+import { startTestAgent, type TestAgent } from './support/agent.js';
+import { runcCount, runcRemove, startRuncCounter } from './support/runc.js';
+import { expectCountResumed, waitFor } from './support/workload.js';
+
+let agent: TestAgent;
+let scratch: string;
+const started: string[] = [];
+
+test.before(async () => {
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-e2e-runc-'));
+  agent = await startTestAgent(['runc']);
+});
+
+test.after.always(async () => {
+  for (const id of started) await runcRemove(id);
+  await agent?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function counter(name: string): Promise<string> {
+  const id = `${name}-${process.pid}`;
+  started.push(id);
+  await startRuncCounter(id, scratch);
+  await waitFor(() => runcCount(id), (n) => n >= 3, { what: `${id} to count` });
+  return id;
+}
+
+const codeOf = (err: unknown) => (isFerryError(err) ? err.code : String(err));
+const statusOf = (err: unknown) => (isFerryError(err) ? err.details?.status : undefined);
+
+test.serial('checkpoint stops the container; restore resumes the count from memory', async (t) => {
+  const id = await counter('ck-stop');
+  const before = await runcCount(id);
+  const m = await agent.client.checkpoint({ runtime: 'runc', container: id });
+  t.is(m.kind, 'full');
+  t.false(m.leaveRunning);
+  t.true((m.stats?.frozenTimeMs ?? 0) > 0, 'CRIU frozen time is reported');
+  t.true((m.stats?.pagesWritten ?? 0) > 0, 'CRIU pages written are reported');
+  t.true(m.files.some((f) => f.path === 'checkpoint/inventory.img'));
+  t.true(m.files.some((f) => f.path === 'rootfs-diff.tar'));
+  t.is((await agent.client.containers('runc')).find((c) => c.id === id), undefined, 'the container is gone after a stopping checkpoint');
+
+  const r = await agent.client.restore(m.id);
+  started.push(r.container.name);
+  t.is(r.container.name, id, 'restores under the original name when it is free');
+  t.is(r.container.state, 'running');
+  t.true((r.stats?.restoreTimeMs ?? 0) > 0, 'CRIU restore time is reported');
+  const { next } = await expectCountResumed(() => runcCount(id), before);
+  t.true(next > before);
+});
+
+test.serial('leave-running checkpoint, later restored under another name; both keep counting', async (t) => {
+  const id = await counter('ck-leave');
+  const m = await agent.client.checkpoint({ runtime: 'runc', container: id, leaveRunning: true });
+  const atCheckpoint = await runcCount(id);
+  await waitFor(() => runcCount(id), (n) => n > atCheckpoint + 5, { what: 'the original to keep counting' });
+
+  const r = await agent.client.restore(m.id, { name: `${id}-copy` });
+  started.push(r.container.name);
+  t.is(r.container.name, `${id}-copy`);
+  // The copy resumes from the checkpoint's memory: past its start, behind the original that kept going.
+  const copy = await expectCountResumed(() => runcCount(`${id}-copy`), 0);
+  t.true(copy.first <= atCheckpoint, `copy starts from the checkpoint (${copy.first} <= ${atCheckpoint})`);
+  t.true(copy.first > 1, 'copy did not restart from 1');
+  const original = await runcCount(id);
+  t.true(original > atCheckpoint, 'original still counts');
+});
+
+test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt and nothing changes', async (t) => {
+  const id = await counter('ck-corrupt');
+  const m = await agent.client.checkpoint({ runtime: 'runc', container: id, leaveRunning: true });
+  const pages = m.files.find((f) => f.path.startsWith('checkpoint/pages-'));
+  t.truthy(pages);
+  const file = path.join(agent.stateDir, 'images', 'checkpoints', m.id, pages?.path ?? '');
+  const buf = await readFile(file);
+  buf[Math.floor(buf.length / 2)] = (buf[Math.floor(buf.length / 2)] ?? 0) ^ 0x01;
+  await writeFile(file, buf);
+
+  const containersBefore = (await agent.client.containers('runc')).map((c) => c.id).sort();
+  const err = await t.throwsAsync(agent.client.restore(m.id, { name: `${id}-bad` }));
+  t.is(codeOf(err), 'checkpoint_corrupt');
+  t.is(statusOf(err), 422);
+  t.regex(err?.message ?? '', /pages-\d+\.img/);
+  t.truthy(isFerryError(err) && err.hint);
+  t.deepEqual((await agent.client.containers('runc')).map((c) => c.id).sort(), containersBefore);
+  t.is((await agent.client.getCheckpoint(m.id)).id, m.id, 'the checkpoint stays listed for inspection');
+});
+
+test.serial('a wrong or missing token is refused on every route but health', async (t) => {
+  const wrong = new AgentClient(agent.url, 'not-the-token');
+  for (const call of [() => wrong.containers(), () => wrong.checkpoints(), () => wrong.node(), () => wrong.checkpoint({ runtime: 'runc', container: 'x' })]) {
+    const err = await t.throwsAsync(call());
+    t.is(codeOf(err), 'unauthorized');
+    t.is(statusOf(err), 401);
+  }
+  const res = await fetch(`${agent.url}/v1/checkpoints`);
+  t.is(res.status, 401);
+  t.is((await wrong.health()).ok, true);
+});
+
+test.serial('names with ../ and unknown containers are refused with field-naming errors', async (t) => {
+  const bad = await t.throwsAsync(agent.client.checkpoint({ runtime: 'runc', container: '../../etc' }));
+  t.is(codeOf(bad), 'bad_request');
+  t.is(statusOf(bad), 400);
+  t.is(isFerryError(bad) ? bad.details?.field : undefined, 'container');
+
+  const badRestore = await t.throwsAsync(agent.client.restore('ck-x', { name: '../escape' }));
+  t.is(codeOf(badRestore), 'bad_request');
+  t.is(isFerryError(badRestore) ? badRestore.details?.field : undefined, 'name');
+
+  const traversal = await fetch(`${agent.url}/v1/checkpoints/..%2F..%2Fetc`, { headers: { authorization: `Bearer ${agent.token}` } });
+  t.is(traversal.status, 400);
+
+  const missing = await t.throwsAsync(agent.client.checkpoint({ runtime: 'runc', container: 'no-such-container' }));
+  t.is(codeOf(missing), 'container_not_found');
+  t.is(statusOf(missing), 404);
+
+  const unknownField = await t.throwsAsync(agent.client.checkpoint({ runtime: 'runc', container: 'x', leaveRunnig: true } as never));
+  t.is(codeOf(unknownField), 'bad_request');
+  t.regex(unknownField?.message ?? '', /leaveRunnig/);
+});
+
+test.serial('a CRIU failure mid-dump leaves the container running and returns CRIU log lines', async (t) => {
+  // CRIU's own fault injection (FI_DUMP_PAGES = 3) fails the dump after the tasks were frozen and infected.
+  const faulty = path.join(scratch, 'criu-faulty');
+  await writeFile(faulty, '#!/bin/sh\nexport CRIU_FAULT=3\nexec criu "$@"\n');
+  await chmod(faulty, 0o755);
+  const faultyAgent = await startTestAgent(['runc'], { criu: faulty });
+  try {
+    const id = await counter('ck-fail');
+    const err = await t.throwsAsync(faultyAgent.client.checkpoint({ runtime: 'runc', container: id }));
+    t.is(codeOf(err), 'criu_failed');
+    t.true(isFerryError(err) && (err.criuLog?.length ?? 0) > 0, 'CRIU log lines are returned');
+    t.is(isFerryError(err) ? err.details?.containerState : undefined, 'running');
+    const after = await runcCount(id);
+    await waitFor(() => runcCount(id), (n) => n > after, { what: 'the container to keep counting after the failed dump' });
+    t.deepEqual(await faultyAgent.client.checkpoints(), [], 'no partial checkpoint is listed');
+  } finally {
+    await faultyAgent.stop();
+  }
+});

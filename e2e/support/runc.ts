@@ -1,0 +1,37 @@
+/** A counting busybox container under runc, from a bundle the test builds itself. */
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { COUNT_FILE, COUNTER_ARGV, busyboxRootfs } from './workload.js';
+
+const run = promisify(execFile);
+
+/** Creates a bundle with a private copy of the busybox rootfs and starts the counter detached. */
+export async function startRuncCounter(id: string, scratch: string, argv = COUNTER_ARGV): Promise<string> {
+  const bundle = path.join(scratch, id);
+  await mkdir(bundle, { recursive: true });
+  await busyboxRootfs(path.join(bundle, 'rootfs'));
+  await run('runc', ['spec'], { cwd: bundle });
+  const spec = JSON.parse(await readFile(path.join(bundle, 'config.json'), 'utf8'));
+  spec.process.terminal = false;
+  spec.process.args = argv;
+  spec.root.readonly = false;
+  await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+  // Detached with stdio on /dev/null: nothing ties the container to this test process.
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('runc', ['run', '--detach', '--bundle', bundle, id], { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`runc run ${id} exited ${code}`))));
+  });
+  return bundle;
+}
+
+export async function runcCount(id: string): Promise<number> {
+  const { stdout } = await run('runc', ['exec', id, 'cat', COUNT_FILE]);
+  return Number(stdout.trim());
+}
+
+export async function runcRemove(id: string): Promise<void> {
+  await run('runc', ['delete', '--force', id]).catch(() => undefined);
+}
