@@ -32,7 +32,11 @@ async function counter(name: string): Promise<string> {
   const id = `${name}-${process.pid}`;
   started.push(id);
   await startRuncCounter(id, scratch);
-  await waitFor(() => runcCount(id), (n) => n >= 3, { what: `${id} to count` });
+  await waitFor(
+    () => runcCount(id),
+    (n) => n >= 3,
+    { what: `${id} to count` },
+  );
   return id;
 }
 
@@ -49,7 +53,11 @@ test.serial('checkpoint stops the container; restore resumes the count from memo
   t.true((m.stats?.pagesWritten ?? 0) > 0, 'CRIU pages written are reported');
   t.true(m.files.some((f) => f.path === 'checkpoint/inventory.img'));
   t.true(m.files.some((f) => f.path === 'rootfs-diff.tar'));
-  t.is((await agent.client.containers('runc')).find((c) => c.id === id), undefined, 'the container is gone after a stopping checkpoint');
+  t.is(
+    (await agent.client.containers('runc')).find((c) => c.id === id),
+    undefined,
+    'the container is gone after a stopping checkpoint',
+  );
 
   const r = await agent.client.restore(m.id);
   started.push(r.container.name);
@@ -64,7 +72,11 @@ test.serial('leave-running checkpoint, later restored under another name; both k
   const id = await counter('ck-leave');
   const m = await agent.client.checkpoint({ runtime: 'runc', container: id, leaveRunning: true });
   const atCheckpoint = await runcCount(id);
-  await waitFor(() => runcCount(id), (n) => n > atCheckpoint + 5, { what: 'the original to keep counting' });
+  await waitFor(
+    () => runcCount(id),
+    (n) => n > atCheckpoint + 5,
+    { what: 'the original to keep counting' },
+  );
 
   const r = await agent.client.restore(m.id, { name: `${id}-copy` });
   started.push(r.container.name);
@@ -99,7 +111,12 @@ test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt
 
 test.serial('a wrong or missing token is refused on every route but health', async (t) => {
   const wrong = new AgentClient(agent.url, 'not-the-token');
-  for (const call of [() => wrong.containers(), () => wrong.checkpoints(), () => wrong.node(), () => wrong.checkpoint({ runtime: 'runc', container: 'x' })]) {
+  for (const call of [
+    () => wrong.containers(),
+    () => wrong.checkpoints(),
+    () => wrong.node(),
+    () => wrong.checkpoint({ runtime: 'runc', container: 'x' }),
+  ]) {
     const err = await t.throwsAsync(call());
     t.is(codeOf(err), 'unauthorized');
     t.is(statusOf(err), 401);
@@ -144,7 +161,11 @@ test.serial('a CRIU failure mid-dump leaves the container running and returns CR
     t.true(isFerryError(err) && (err.criuLog?.length ?? 0) > 0, 'CRIU log lines are returned');
     t.is(isFerryError(err) ? err.details?.containerState : undefined, 'running');
     const after = await runcCount(id);
-    await waitFor(() => runcCount(id), (n) => n > after, { what: 'the container to keep counting after the failed dump' });
+    await waitFor(
+      () => runcCount(id),
+      (n) => n > after,
+      { what: 'the container to keep counting after the failed dump' },
+    );
     t.deepEqual(await faultyAgent.client.checkpoints(), [], 'no partial checkpoint is listed');
   } finally {
     await faultyAgent.stop();

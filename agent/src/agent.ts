@@ -150,7 +150,9 @@ export class Agent {
   /** A failed checkpoint reports whether the container still runs, so nobody has to guess. */
   private async withContainerState(err: unknown, runtime: RuntimeName, container: ContainerInfo): Promise<unknown> {
     if (!(err instanceof FerryError)) return err;
-    const now = await this.driver(runtime).find(container.id).catch(() => undefined);
+    const now = await this.driver(runtime)
+      .find(container.id)
+      .catch(() => undefined);
     return new FerryError(err.code, err.message, {
       ...(err.hint ? { hint: err.hint } : {}),
       ...(err.criuLog ? { criuLog: err.criuLog } : {}),
@@ -172,9 +174,13 @@ export class Agent {
       }
       const runtime = manifest.container.runtime;
       if (p.runtime && p.runtime !== runtime) {
-        throw new FerryError('bad_request', `checkpoint ${checkpointId} was taken with ${runtime}; it cannot be restored with ${p.runtime}`, {
-          details: { field: 'runtime' },
-        });
+        throw new FerryError(
+          'bad_request',
+          `checkpoint ${checkpointId} was taken with ${runtime}; it cannot be restored with ${p.runtime}`,
+          {
+            details: { field: 'runtime' },
+          },
+        );
       }
       // The driver may unpack while the images are verified; it restores only once they pass.
       let verifyMs = 0;

@@ -29,9 +29,13 @@ export class AgentClient {
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
     } catch (err) {
-      throw new FerryError('runtime_unavailable', `cannot reach the agent at ${this.url}: ${(err as Error).cause ?? (err as Error).message}`, {
-        hint: 'start it with `ferry agent` or pass --agent URL',
-      });
+      throw new FerryError(
+        'runtime_unavailable',
+        `cannot reach the agent at ${this.url}: ${(err as Error).cause ?? (err as Error).message}`,
+        {
+          hint: 'start it with `ferry agent` or pass --agent URL',
+        },
+      );
     }
     if (!res.ok) throw await errorFrom(res);
     return res;

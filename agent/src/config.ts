@@ -29,7 +29,10 @@ export function parseListen(listen: string): { host: string; port: number } {
 }
 
 export function parseRuntimes(list: string): RuntimeName[] {
-  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = names.filter((n) => !(RUNTIME_NAMES as readonly string[]).includes(n));
   if (bad.length || !names.length) {
     throw new FerryError('bad_request', `--runtimes '${list}' names unknown runtimes: ${bad.join(', ') || '(none given)'}`, {
@@ -50,7 +53,10 @@ export function agentConfig(opts: {
   dockerSocket?: string;
 }): AgentConfig {
   const token = opts.token ?? process.env.FERRY_TOKEN;
-  if (!token) throw new FerryError('bad_request', 'no agent token: --token or FERRY_TOKEN is required', { hint: 'e.g. export FERRY_TOKEN=$(openssl rand -hex 16)' });
+  if (!token)
+    throw new FerryError('bad_request', 'no agent token: --token or FERRY_TOKEN is required', {
+      hint: 'e.g. export FERRY_TOKEN=$(openssl rand -hex 16)',
+    });
   return {
     ...parseListen(opts.listen ?? process.env.FERRY_LISTEN ?? `127.0.0.1:${DEFAULT_AGENT_PORT}`),
     token,

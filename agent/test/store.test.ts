@@ -42,13 +42,19 @@ test('a checkpoint is listed only once sealed', async (t) => {
   t.deepEqual(await store.list(), []);
   t.false(await store.exists('ck-a'));
   await pending.seal(draft('ck-a'));
-  t.deepEqual((await store.list()).map((m) => m.id), ['ck-a']);
+  t.deepEqual(
+    (await store.list()).map((m) => m.id),
+    ['ck-a'],
+  );
 });
 
 test('the manifest records every file with size and sha256', async (t) => {
   const store = await newStore();
   const { manifest } = await writeCheckpoint(store, 'ck-b');
-  t.deepEqual(manifest.files.map((f) => f.path), ['checkpoint/pages-1.img', 'spec.dump']);
+  t.deepEqual(
+    manifest.files.map((f) => f.path),
+    ['checkpoint/pages-1.img', 'spec.dump'],
+  );
   const pages = manifest.files[0];
   t.is(pages?.size, 8192);
   t.regex(pages?.sha256 ?? '', /^[0-9a-f]{64}$/);
@@ -79,7 +85,10 @@ test('verify walks the parent chain', async (t) => {
   const store = await newStore();
   await writeCheckpoint(store, 'ck-parent');
   await writeCheckpoint(store, 'ck-child', 'ck-parent');
-  t.deepEqual((await store.verify('ck-child')).map((m) => m.id), ['ck-child', 'ck-parent']);
+  t.deepEqual(
+    (await store.verify('ck-child')).map((m) => m.id),
+    ['ck-child', 'ck-parent'],
+  );
   await writeFile(path.join(store.dirOf('ck-parent'), 'spec.dump'), 'tampered');
   await t.throwsAsync(store.verify('ck-child'), { message: /ck-parent is damaged/ });
 });
@@ -119,7 +128,10 @@ test('export then import into another store round-trips, with the parent link', 
   await b.importArchive(a.exportArchive('ck-base'));
   const imported = await b.importArchive(a.exportArchive('ck-next'));
   t.deepEqual(imported, manifest);
-  t.deepEqual((await b.verify('ck-next')).map((m) => m.id), ['ck-next', 'ck-base']);
+  t.deepEqual(
+    (await b.verify('ck-next')).map((m) => m.id),
+    ['ck-next', 'ck-base'],
+  );
 });
 
 function archive(entries: { name: string; type?: 'file' | 'symlink'; body?: string; linkname?: string }[]): Readable {

@@ -27,7 +27,8 @@ const runtimeOption = () => new Option('-r, --runtime <runtime>', 'container run
 
 function client(): AgentClient {
   const { agent, token = process.env.FERRY_TOKEN } = globals();
-  if (!token) throw new FerryError('bad_request', 'no token: pass --token or set FERRY_TOKEN', { hint: 'use the token the agent was started with' });
+  if (!token)
+    throw new FerryError('bad_request', 'no token: pass --token or set FERRY_TOKEN', { hint: 'use the token the agent was started with' });
   return new AgentClient(agent, token);
 }
 
@@ -41,7 +42,10 @@ async function withProgress<T>(label: string, work: Promise<T>): Promise<T> {
   const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
   const t0 = Date.now();
   let i = 0;
-  const timer = setInterval(() => process.stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - t0) / 1000).toFixed(1)}s`), 80);
+  const timer = setInterval(
+    () => process.stderr.write(`\r${frames[i++ % frames.length]} ${label} ${((Date.now() - t0) / 1000).toFixed(1)}s`),
+    80,
+  );
   try {
     return await work;
   } finally {
@@ -83,7 +87,14 @@ program
     const cfg = agentConfig({ ...opts, token: globals().token });
     const { url, agent } = await startAgent(cfg, !globals().json);
     const caps = await agent.probe();
-    console.error(`ferry agent ${cfg.node} listening on ${url}; CRIU ${caps.criu.version ?? 'unavailable'}, runtimes: ${caps.runtimes.filter((r) => r.available).map((r) => r.runtime).join(', ') || 'none'}`);
+    console.error(
+      `ferry agent ${cfg.node} listening on ${url}; CRIU ${caps.criu.version ?? 'unavailable'}, runtimes: ${
+        caps.runtimes
+          .filter((r) => r.available)
+          .map((r) => r.runtime)
+          .join(', ') || 'none'
+      }`,
+    );
   });
 
 program
@@ -103,7 +114,10 @@ program
           ['CPU', n.cpu.model],
         ]),
         '',
-        table(['RUNTIME', 'AVAILABLE', 'VERSION / REASON'], n.runtimes.map((r) => [r.runtime, r.available ? 'yes' : 'no', r.available ? r.version : r.reason])),
+        table(
+          ['RUNTIME', 'AVAILABLE', 'VERSION / REASON'],
+          n.runtimes.map((r) => [r.runtime, r.available ? 'yes' : 'no', r.available ? r.version : r.reason]),
+        ),
       ].join('\n'),
     );
   });
@@ -114,7 +128,12 @@ program
   .addOption(runtimeOption())
   .action(async (opts: { runtime?: RuntimeName }) => {
     const list = await client().containers(opts.runtime);
-    print(list, () => table(['RUNTIME', 'NAME', 'ID', 'STATE', 'PID'], list.map((c) => [c.runtime, c.name, c.id.slice(0, 12), c.state, c.pid])));
+    print(list, () =>
+      table(
+        ['RUNTIME', 'NAME', 'ID', 'STATE', 'PID'],
+        list.map((c) => [c.runtime, c.name, c.id.slice(0, 12), c.state, c.pid]),
+      ),
+    );
   });
 
 program
@@ -125,10 +144,12 @@ program
   .option('--pre-dump', 'memory-only incremental dump (needs dirty memory tracking)')
   .option('--parent <checkpoint>', 'build on this checkpoint (pre-dump chain)')
   .option('--id <id>', 'checkpoint id (default: generated)')
-  .action(async (container: string, opts: { runtime: RuntimeName; leaveRunning?: boolean; preDump?: boolean; parent?: string; id?: string }) => {
-    const m = await withProgress(`checkpointing ${container}`, client().checkpoint({ container, ...opts }));
-    print(m, () => checkpointSummary(m));
-  });
+  .action(
+    async (container: string, opts: { runtime: RuntimeName; leaveRunning?: boolean; preDump?: boolean; parent?: string; id?: string }) => {
+      const m = await withProgress(`checkpointing ${container}`, client().checkpoint({ container, ...opts }));
+      print(m, () => checkpointSummary(m));
+    },
+  );
 
 program
   .command('checkpoints')

@@ -16,7 +16,9 @@ import { startTestAgent } from '../support/agent.js';
 import { runcCount, runcRemove, startRuncCounter } from '../support/runc.js';
 import { waitFor } from '../support/workload.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' }, out: { type: 'string', default: 'bench-checkpoint.json' } } });
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '15' }, out: { type: 'string', default: 'bench-checkpoint.json' } },
+});
 const rounds = Number(values.rounds);
 
 interface Sample {
@@ -34,7 +36,11 @@ const median = (xs: number[]) => {
 
 async function ready(id: string, scratch: string) {
   await startRuncCounter(id, scratch);
-  await waitFor(() => runcCount(id), (n) => n >= 2, { what: `${id} to count` });
+  await waitFor(
+    () => runcCount(id),
+    (n) => n >= 2,
+    { what: `${id} to count` },
+  );
 }
 
 async function rawRunc(scratch: string, i: number): Promise<Sample> {
@@ -93,7 +99,11 @@ const row = (name: string, f: (s: Sample) => number) => {
   const o = median(ours.map(f));
   return [name, r.toFixed(1), o.toFixed(1), (o / r).toFixed(3)];
 };
-const rows = [row('checkpoint wall ms', (s) => s.checkpointMs), row('restore wall ms', (s) => s.restoreMs), row('CRIU frozen ms', (s) => s.frozenMs)];
+const rows = [
+  row('checkpoint wall ms', (s) => s.checkpointMs),
+  row('restore wall ms', (s) => s.restoreMs),
+  row('CRIU frozen ms', (s) => s.frozenMs),
+];
 const widths = [20, 12, 12, 8];
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 8)).join('');
 console.log(`Ferry vs raw runc, busybox counter, ${rounds} rounds, medians (${os.cpus().length} CPUs, kernel ${os.release()})`);
@@ -101,6 +111,11 @@ console.log(line(['', 'raw runc', 'ferry', 'ratio']));
 for (const r of rows) console.log(line(r));
 const ckRatio = median(ours.map((s) => s.checkpointMs)) / median(raw.map((s) => s.checkpointMs));
 const rsRatio = median(ours.map((s) => s.restoreMs)) / median(raw.map((s) => s.restoreMs));
-console.log(`goal <= 1.10: checkpoint ${ckRatio <= 1.1 ? 'met' : 'NOT met'} (${ckRatio.toFixed(3)}), restore ${rsRatio <= 1.1 ? 'met' : 'NOT met'} (${rsRatio.toFixed(3)})`);
-await writeFile(values.out as string, JSON.stringify({ date: new Date().toISOString(), kernel: os.release(), rounds, raw, ferry: ours }, null, 1));
+console.log(
+  `goal <= 1.10: checkpoint ${ckRatio <= 1.1 ? 'met' : 'NOT met'} (${ckRatio.toFixed(3)}), restore ${rsRatio <= 1.1 ? 'met' : 'NOT met'} (${rsRatio.toFixed(3)})`,
+);
+await writeFile(
+  values.out as string,
+  JSON.stringify({ date: new Date().toISOString(), kernel: os.release(), rounds, raw, ferry: ours }, null, 1),
+);
 console.log(`raw samples: ${values.out}`);

@@ -10,11 +10,7 @@ import path from 'node:path';
 const run = promisify(execFile);
 
 export const COUNT_FILE = '/tmp/count';
-export const COUNTER_ARGV = [
-  '/bin/sh',
-  '-c',
-  `i=0; while true; do i=$((i+1)); echo $i > ${COUNT_FILE}; sleep 0.05; done`,
-];
+export const COUNTER_ARGV = ['/bin/sh', '-c', `i=0; while true; do i=$((i+1)); echo $i > ${COUNT_FILE}; sleep 0.05; done`];
 const BUSYBOX = '/bin/busybox';
 const APPLETS = ['sh', 'sleep', 'echo', 'cat', 'ls', 'true'];
 
@@ -65,10 +61,7 @@ export async function waitFor<T>(
  * Asserts that a restored counter resumed from memory: it moves on from the value it shows right after
  * restore, and what it writes then is past `atCheckpoint`. A counter that restarted would write 1, 2, 3.
  */
-export async function expectCountResumed(
-  readCount: () => Promise<number>,
-  atCheckpoint: number,
-): Promise<{ first: number; next: number }> {
+export async function expectCountResumed(readCount: () => Promise<number>, atCheckpoint: number): Promise<{ first: number; next: number }> {
   const first = await waitFor(readCount, (n) => Number.isFinite(n) && n > 0, { what: 'a count after restore' });
   const next = await waitFor(readCount, (n) => n !== first, { what: 'the restored counter to move' });
   if (!(next > atCheckpoint)) throw new Error(`count restarted: ${next} after restore, ${atCheckpoint} at checkpoint`);

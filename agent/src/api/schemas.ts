@@ -126,7 +126,11 @@ export const routes = {
     response: { 200: { type: 'object', properties: { checkpoints: { type: 'array', items: { $ref: 'Checkpoint#' } } } }, ...errors },
   },
   getCheckpoint: { summary: 'One checkpoint manifest', params: idParams, response: { 200: { $ref: 'Checkpoint#' }, ...errors } },
-  deleteCheckpoint: { summary: 'Delete a checkpoint that no other checkpoint builds on', params: idParams, response: { 204: { type: 'null' }, ...errors } },
+  deleteCheckpoint: {
+    summary: 'Delete a checkpoint that no other checkpoint builds on',
+    params: idParams,
+    response: { 204: { type: 'null' }, ...errors },
+  },
   restore: {
     summary: 'Verify a checkpoint against its manifest, then restore it',
     params: idParams,

@@ -52,7 +52,9 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     async (req, reply) => reply.status(201).send(await agent.checkpoint(req.body)),
   );
   app.get('/v1/checkpoints', { schema: routes.listCheckpoints }, async () => ({ checkpoints: await agent.listCheckpoints() }));
-  app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) => agent.getCheckpoint(req.params.id));
+  app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) =>
+    agent.getCheckpoint(req.params.id),
+  );
   app.delete<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.deleteCheckpoint }, async (req, reply) => {
     await agent.deleteCheckpoint(req.params.id);
     return reply.status(204).send();

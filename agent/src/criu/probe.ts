@@ -41,7 +41,12 @@ async function criuSays(criu: string, args: string[]): Promise<{ ok: boolean; ou
 export async function probeCriu(criu = 'criu'): Promise<CriuCapabilities> {
   const version = await criuSays(criu, ['--version']);
   if (!version.ok) {
-    return { available: false, problem: `${criu} does not run (${version.output || 'not found'}); run scripts/setup-host.sh`, memDirtyTrack: false, lazyPages: false };
+    return {
+      available: false,
+      problem: `${criu} does not run (${version.output || 'not found'}); run scripts/setup-host.sh`,
+      memDirtyTrack: false,
+      lazyPages: false,
+    };
   }
   const [check, dirty, uffd] = await Promise.all([
     criuSays(criu, ['check']),

@@ -12,11 +12,7 @@ export interface CommandFailure {
 export type Classifier = (f: CommandFailure) => FerryError | undefined | Promise<FerryError | undefined>;
 
 /** Runs argv; on failure lets `classify` turn stderr into a specific error, else a runtime_failed error. */
-export async function runCommand(
-  file: string,
-  args: string[],
-  opts: Options & { classify?: Classifier } = {},
-): Promise<string> {
+export async function runCommand(file: string, args: string[], opts: Options & { classify?: Classifier } = {}): Promise<string> {
   const { classify, ...execaOpts } = opts;
   const result = await execa(file, args, { reject: false, stdin: 'ignore', ...execaOpts });
   if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? '');

@@ -143,7 +143,13 @@ export class RuncDriver implements RuntimeDriver {
       const fields = procStat.slice(procStat.lastIndexOf(')') + 2).split(' ');
       if (fields[0] === 'Z' || Number(fields[19]) !== st.init_process_start) return undefined;
       // A created-but-not-started container still has its exec fifo.
-      if (await stat(path.join(stateDir, 'exec.fifo')).then(() => true, () => false)) return undefined;
+      if (
+        await stat(path.join(stateDir, 'exec.fifo')).then(
+          () => true,
+          () => false,
+        )
+      )
+        return undefined;
       const bundle = st.config.labels?.find((l) => l.startsWith('bundle='))?.slice('bundle='.length);
       if (!bundle || st.id !== id) return undefined;
       return { id, name: id, runtime: 'runc', state: 'running', pid: st.init_process_pid, createdAt: st.created, bundle };
@@ -154,7 +160,9 @@ export class RuncDriver implements RuntimeDriver {
 
   async checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome> {
     // The caller has just listed the container; asking runc again would cost a process spawn.
-    const { id, bundle } = req.container.bundle ? { id: req.container.id, bundle: req.container.bundle } : await this.state(req.container.id);
+    const { id, bundle } = req.container.bundle
+      ? { id: req.container.id, bundle: req.container.bundle }
+      : await this.state(req.container.id);
     if (req.container.state !== 'running') {
       throw new FerryError('container_not_running', `runc container ${id} is ${req.container.state}, not running`, {
         hint: 'only a running container can be checkpointed',
@@ -180,7 +188,10 @@ export class RuncDriver implements RuntimeDriver {
 
     const meta: RuncMeta = { id, bundle };
     await copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump'));
-    await writeFile(path.join(req.dir, 'config.dump'), JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }));
+    await writeFile(
+      path.join(req.dir, 'config.dump'),
+      JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }),
+    );
     // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
     if (!req.preDump) await runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']);
     return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
@@ -201,7 +212,19 @@ export class RuncDriver implements RuntimeDriver {
       await mkdir(workDir);
       await req.verified;
       await this.runc(
-        ['restore', '--detach', '--pid-file', pidFile, '--image-path', path.join(req.dir, 'checkpoint'), '--work-path', workDir, '--bundle', bundle, name],
+        [
+          'restore',
+          '--detach',
+          '--pid-file',
+          pidFile,
+          '--image-path',
+          path.join(req.dir, 'checkpoint'),
+          '--work-path',
+          workDir,
+          '--bundle',
+          bundle,
+          name,
+        ],
         (f) => criuFailure('restore', name, f, path.join(workDir, 'restore.log')),
       );
     } catch (err) {

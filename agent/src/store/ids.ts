@@ -7,7 +7,10 @@ const CHECKPOINT_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 export function newCheckpointId(now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:TZ.]/g, '').slice(0, 14);
+  const stamp = now
+    .toISOString()
+    .replace(/[-:TZ.]/g, '')
+    .slice(0, 14);
   return `ck-${stamp}-${randomBytes(4).toString('hex')}`;
 }
 

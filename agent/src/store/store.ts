@@ -120,9 +120,7 @@ export class ImageStore {
   async list(): Promise<Manifest[]> {
     const names = (await readdir(this.checkpointsDir)).filter((n) => !n.startsWith('.'));
     const manifests = await Promise.all(names.map((n) => this.get(n).catch(() => undefined)));
-    return manifests
-      .filter((m): m is Manifest => m !== undefined)
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    return manifests.filter((m): m is Manifest => m !== undefined).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
   /**
@@ -147,7 +145,11 @@ export class ImageStore {
     if (extra.length) throw corrupt(manifest.id, `unexpected files: ${extra.join(', ')}`);
     const missing = manifest.files.filter((f) => !present.includes(f.path));
     if (missing.length) throw corrupt(manifest.id, `missing files: ${missing.map((f) => f.path).join(', ')}`);
-    const actual = await describeFiles(dir, manifest.files.map((f) => f.path), sync);
+    const actual = await describeFiles(
+      dir,
+      manifest.files.map((f) => f.path),
+      sync,
+    );
     const bad = manifest.files.filter((f, i) => actual[i]?.sha256 !== f.sha256 || actual[i]?.size !== f.size);
     if (bad.length) throw corrupt(manifest.id, `content differs from the manifest in ${bad.map((f) => f.path).join(', ')}`);
   }
