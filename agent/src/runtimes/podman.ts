@@ -1,0 +1,335 @@
+/**
+ * podman exports a checkpoint as one archive whose layout (checkpoint/, config.dump, spec.dump,
+ * rootfs-diff.tar, stats-dump, network.status, ...) is already Ferry's checkpoint layout. The driver unpacks
+ * that archive into the store's directory and packs it back for `restore --import`, so what the store keeps
+ * is exactly what podman wrote and any podman can restore it.
+ *
+ * CRIU's figures: a dump's come from the stats-dump file in the export. podman deletes stats-restore after a
+ * restore (only --keep spares it, and that also keeps a second copy of every image in the new container's
+ * directory), so a restore's come from `--print-stats`, which is that file's content re-encoded as JSON.
+ * CRIU's logs live in the container's userdata directory (`podman inspect` StaticDir): dump.log and
+ * restore.log, deleted on success, kept on failure.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { relevantCriuLogLines } from '../criu/log.js';
+import { readDumpStats, type CriuRestoreStats } from '../criu/stats.js';
+import { FerryError, isFerryError } from '../errors.js';
+import { MANIFEST_FILE } from '../store/manifest.js';
+import { runCommand, type Classifier, type CommandFailure } from './exec.js';
+import type {
+  CheckpointOutcome,
+  CheckpointRequest,
+  ContainerInfo,
+  ContainerState,
+  RestoreOutcome,
+  RestoreRequest,
+  RuntimeDriver,
+  RuntimeStatus,
+} from './types.js';
+
+export interface PodmanDriverOptions {
+  binary?: string;
+  /** Global flags put before every subcommand, e.g. `--root`/`--runroot` for a private store. */
+  extraArgs?: string[];
+}
+
+/** The fields Ferry uses from `podman ps -a --format json`. */
+interface PsEntry {
+  Id: string;
+  Names: string[];
+  State: string;
+  Pid: number;
+  Image: string;
+  /** Unix seconds. */
+  Created: number;
+}
+
+/** The fields Ferry uses from `podman container inspect`. */
+interface InspectEntry {
+  Id: string;
+  Name: string;
+  State: { Status: string; Pid: number };
+  ImageName: string;
+  Created: string;
+  /** The container's userdata directory: CRIU's work dir, where dump.log and restore.log are written. */
+  StaticDir: string;
+}
+
+/** What `podman container restore --print-stats` prints (CRIU's times in microseconds, zeros omitted). */
+interface RestoreReport {
+  container_statistics?: {
+    Id: string;
+    criu_statistics?: Partial<Record<'pages_compared' | 'pages_skipped_cow' | 'forking_time' | 'restore_time' | 'pages_restored', number>>;
+  }[];
+}
+
+/** podman's container states; 'configured' is created in podman's database but not yet in the runtime. */
+const STATES: Record<string, ContainerState> = {
+  running: 'running',
+  paused: 'paused',
+  created: 'created',
+  configured: 'created',
+  exited: 'stopped',
+  stopped: 'stopped',
+};
+
+const CRIU_LOG_TAIL = 20;
+
+export class PodmanDriver implements RuntimeDriver {
+  readonly name = 'podman' as const;
+  private readonly binary: string;
+  private readonly extraArgs: string[];
+
+  constructor(opts: PodmanDriverOptions = {}) {
+    this.binary = opts.binary ?? 'podman';
+    this.extraArgs = opts.extraArgs ?? [];
+  }
+
+  private podman(args: string[], classify?: Classifier): Promise<string> {
+    return runCommand(this.binary, [...this.extraArgs, ...args], { classify });
+  }
+
+  async status(): Promise<RuntimeStatus> {
+    try {
+      const version = (await this.podman(['version', '--format', '{{.Client.Version}}'])).trim();
+      return { runtime: 'podman', available: true, version };
+    } catch (err) {
+      const reason =
+        isFerryError(err) && err.code === 'runtime_unavailable'
+          ? `podman is not installed; run scripts/setup-host.sh`
+          : `podman does not answer (${(err as Error).message}); run scripts/setup-host.sh`;
+      return { runtime: 'podman', available: false, reason };
+    }
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    const entries = (JSON.parse((await this.podman(['ps', '-a', '--format', 'json'])) || 'null') as PsEntry[] | null) ?? [];
+    return entries.map((e) => {
+      const state = STATES[e.State] ?? 'unknown';
+      return {
+        id: e.Id,
+        name: e.Names[0] ?? e.Id,
+        runtime: 'podman' as const,
+        state,
+        // podman keeps reporting the last pid of a stopped container.
+        ...(state === 'running' && e.Pid ? { pid: e.Pid } : {}),
+        image: e.Image,
+        createdAt: new Date(e.Created * 1000).toISOString(),
+      };
+    });
+  }
+
+  async find(ref: string): Promise<ContainerInfo | undefined> {
+    const e = await this.inspect(ref).catch((err: unknown) => {
+      if (isFerryError(err) && err.code === 'container_not_found') return undefined;
+      throw err;
+    });
+    if (!e) return undefined;
+    const state = STATES[e.State.Status] ?? 'unknown';
+    return {
+      id: e.Id,
+      name: e.Name,
+      runtime: 'podman',
+      state,
+      ...(state === 'running' && e.State.Pid ? { pid: e.State.Pid } : {}),
+      image: e.ImageName,
+      createdAt: e.Created,
+    };
+  }
+
+  /** podman itself resolves an id, a name or a unique id prefix; an ambiguous prefix counts as not found. */
+  private async inspect(ref: string): Promise<InspectEntry> {
+    const out = await this.podman(['container', 'inspect', '--', ref], (f) =>
+      /no such container|more than one result/i.test(f.stderr) ? notFound(ref) : undefined,
+    );
+    const [entry] = JSON.parse(out) as InspectEntry[];
+    if (!entry) throw notFound(ref);
+    return entry;
+  }
+
+  async checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome> {
+    const c = req.container;
+    if (c.state !== 'running') throw notRunning(c.name, c.state);
+    if (req.preDump && req.parentPath) {
+      throw new FerryError('unsupported', 'podman keeps a single pre-checkpoint per container; a pre-dump cannot have a parent', {
+        hint: 'take a full checkpoint on top of the pre-dump',
+      });
+    }
+    // Inside the store's directory: same filesystem as the result, and swept with it if the agent dies.
+    const archive = path.join(req.dir, '.podman-export.tar');
+    const args = ['container', 'checkpoint', '--export', archive, '--compress', 'none'];
+    if (req.preDump) args.push('--pre-checkpoint');
+    else if (req.leaveRunning) args.push('--leave-running');
+    if (req.parentPath) args.push('--with-previous');
+    try {
+      await this.podman([...args, '--', c.id], (f) => this.checkpointFailure(c, req, f));
+      await runCommand('tar', ['-C', req.dir, '-xf', archive]);
+    } finally {
+      await rm(archive, { force: true });
+    }
+    // podman exports a pre-dump's images as pre-checkpoint/; the store keeps every dump's under checkpoint/.
+    if (req.preDump) await rename(path.join(req.dir, 'pre-checkpoint'), path.join(req.dir, 'checkpoint'));
+    // podman links an incremental dump to its private ../pre-checkpoint; in the store the parent is a checkpoint.
+    if (req.parentPath) {
+      const link = path.join(req.dir, 'checkpoint', 'parent');
+      await rm(link, { force: true });
+      await symlink(req.parentPath, link);
+    }
+    req.onImagesWritten?.();
+
+    const [stats, config] = await Promise.all([
+      readDumpStats(path.join(req.dir, 'stats-dump')),
+      readFile(path.join(req.dir, 'config.dump'), 'utf8').then(
+        (raw) => JSON.parse(raw) as { id?: string; name?: string; rootfsImageName?: string },
+      ),
+    ]);
+    const runtimeMeta = { id: config.id ?? c.id, name: config.name ?? c.name, image: config.rootfsImageName ?? c.image };
+    return { ...(stats ? { stats } : {}), runtimeMeta };
+  }
+
+  private async checkpointFailure(c: ContainerInfo, req: CheckpointRequest, f: CommandFailure): Promise<FerryError> {
+    if (/no such container/i.test(f.stderr)) return notFound(c.id);
+    const stopped = /"(\w+)" is not running, cannot checkpoint/.exec(f.stderr);
+    if (stopped) return notRunning(c.name, stopped[1] ?? 'stopped');
+    // runc asks CRIU for memory tracking before a pre-dump; podman may ask first. Either way it is the kernel.
+    if ((req.preDump || req.parentPath) && /missing features|does not support memory tracking/.test(f.stderr)) {
+      return new FerryError('unsupported', `podman cannot pre-dump ${c.name}: ${f.stderr}`, {
+        hint: 'this kernel has no soft-dirty memory tracking (CONFIG_MEM_SOFT_DIRTY); use a full checkpoint',
+      });
+    }
+    const log =
+      logFileIn(f.stderr) ??
+      (await this.inspect(c.id).then(
+        (e) => path.join(e.StaticDir, 'dump.log'),
+        () => undefined,
+      ));
+    return failure('checkpoint', c.name, f, log, 'the container was left as it was');
+  }
+
+  async restore(req: RestoreRequest): Promise<RestoreOutcome> {
+    const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-podman-restore-'));
+    try {
+      const [archives, name] = await Promise.all([packForImport(req.dir, work), this.restoreName(req)]);
+      await req.verified;
+      const args = ['container', 'restore', '--import', archives.checkpoint, '--print-stats'];
+      if (archives.previous) args.push('--import-previous', archives.previous);
+      if (name) args.push('--name', name);
+      const out = await this.podman(args, (f) => this.restoreFailure(f, req.dir));
+      const restored = (JSON.parse(out) as RestoreReport).container_statistics?.[0];
+      const container = restored && (await this.find(restored.Id));
+      if (!container) throw new FerryError('runtime_failed', `podman restore reported success but no container: ${out}`);
+      const stats = restoreStats(restored.criu_statistics);
+      return { container, ...(stats ? { stats } : {}) };
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Without --name podman restores the original name and id (and its address): right for a migration, but
+   * refused while the original, even stopped, still exists here. Then the copy gets a name of its own.
+   */
+  private async restoreName(req: RestoreRequest): Promise<string | undefined> {
+    if (req.name) return req.name;
+    const id = String(req.runtimeMeta.id ?? '');
+    const name = String(req.runtimeMeta.name ?? '');
+    const taken = (await this.list()).some((c) => c.id === id || c.name === name);
+    return taken ? `${name || 'podman'}-restored-${randomBytes(3).toString('hex')}` : undefined;
+  }
+
+  private async restoreFailure(f: CommandFailure, dir: string): Promise<FerryError> {
+    if (/already in use/.test(f.stderr)) {
+      return new FerryError('conflict', `podman restore failed: ${f.stderr}`, { hint: 'choose another name' });
+    }
+    const log = logFileIn(f.stderr);
+    const err = await failure('restore', path.basename(dir), f, log, 'nothing was left running');
+    // A failed CRIU restore leaves podman's new container behind in 'created': it is this restore's own, and
+    // in the way of a retry under the same name. Its log is read above, before removal deletes it.
+    const leftover = log && /\/([0-9a-f]{64})\/userdata\//.exec(log)?.[1];
+    if (leftover) await this.remove(leftover).catch(() => undefined);
+    return err;
+  }
+
+  async exec(ref: string, argv: string[]): Promise<string> {
+    return this.podman(['exec', '--', ref, ...argv], (f) => {
+      if (/no such container/i.test(f.stderr)) return notFound(ref);
+      if (/can only create exec sessions on running containers/.test(f.stderr)) {
+        return new FerryError('container_not_running', `podman container ${ref} is not running`);
+      }
+      return undefined;
+    });
+  }
+
+  async remove(ref: string): Promise<void> {
+    // -t 0: a shell as pid 1 ignores SIGTERM, and podman would wait its full stop timeout before killing.
+    await this.podman(['rm', '--force', '--ignore', '--time', '0', '--', ref]);
+  }
+}
+
+/**
+ * podman's import wants its export layout back. An incremental dump's parent travels as a second archive
+ * holding pre-checkpoint/, and the dump's `parent` link is pointed at it, as podman's own export has it.
+ */
+async function packForImport(dir: string, work: string): Promise<{ checkpoint: string; previous?: string }> {
+  const names = (await readdir(dir)).filter((n) => n !== MANIFEST_FILE);
+  const checkpoint = path.join(work, 'checkpoint.tar');
+  const parent = await readlink(path.join(dir, 'checkpoint', 'parent')).catch(() => undefined);
+  if (!parent) {
+    await runCommand('tar', ['-C', dir, '-cf', checkpoint, ...names]);
+    return { checkpoint };
+  }
+  const previous = path.join(work, 'pre-checkpoint.tar');
+  await Promise.all([
+    // Flags sRH: rewrite symlink targets only (the one symlink is `parent`), never member names.
+    runCommand('tar', ['-C', dir, '--transform', 's,.*,../pre-checkpoint,sRH', '-cf', checkpoint, ...names]),
+    runCommand('tar', ['-C', path.resolve(dir, 'checkpoint', parent), '--transform', 's,^\\.,pre-checkpoint,', '-cf', previous, '.']),
+  ]);
+  return { checkpoint, previous };
+}
+
+/**
+ * podman passes on runc's error, which names CRIU's log in the container's userdata directory; sometimes
+ * inside a quoted logrus message, hence no quotes in the path.
+ */
+function logFileIn(stderr: string): string | undefined {
+  return /log file: ([^\s"]+)/.exec(stderr)?.[1];
+}
+
+async function failure(op: string, what: string, f: CommandFailure, log: string | undefined, outcome: string): Promise<FerryError> {
+  const criuLog = log ? await relevantCriuLogLines(log, CRIU_LOG_TAIL) : [];
+  const byCriu = /criu failed/i.test(f.stderr) || criuLog.length > 0;
+  return new FerryError(
+    byCriu ? 'criu_failed' : 'runtime_failed',
+    `podman ${op} of ${what} failed: ${f.stderr || `exit code ${f.exitCode}`}`,
+    {
+      hint: byCriu ? `${outcome}; see criuLog, and check 'criu check' on this node` : outcome,
+      ...(criuLog.length ? { criuLog } : {}),
+      details: { exitCode: f.exitCode },
+    },
+  );
+}
+
+function restoreStats(s: NonNullable<RestoreReport['container_statistics']>[number]['criu_statistics']): CriuRestoreStats | undefined {
+  if (!s) return undefined;
+  // podman drops zero fields (omitempty); CRIU's times are microseconds.
+  return {
+    pagesCompared: s.pages_compared ?? 0,
+    pagesSkippedCow: s.pages_skipped_cow ?? 0,
+    forkingTimeMs: (s.forking_time ?? 0) / 1000,
+    restoreTimeMs: (s.restore_time ?? 0) / 1000,
+    pagesRestored: s.pages_restored ?? 0,
+  };
+}
+
+function notFound(ref: string): FerryError {
+  return new FerryError('container_not_found', `podman has no container ${ref}`, { hint: 'list containers with `podman ps -a`' });
+}
+
+function notRunning(name: string, state: string): FerryError {
+  return new FerryError('container_not_running', `podman container ${name} is ${state}, not running`, {
+    hint: 'only a running container can be checkpointed',
+  });
+}
