@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { COUNT_FILE, COUNTER_ARGV, busyboxRootfs } from './workload.js';
+import { busyboxRootfs, COUNT_FILE, COUNTER_ARGV, readCount } from './workload.js';
 
 const run = promisify(execFile);
 
@@ -28,8 +28,7 @@ export async function startRuncCounter(id: string, scratch: string, argv = COUNT
 }
 
 export async function runcCount(id: string): Promise<number> {
-  const { stdout } = await run('runc', ['exec', id, 'cat', COUNT_FILE]);
-  return Number(stdout.trim());
+  return readCount(async () => (await run('runc', ['exec', id, 'cat', COUNT_FILE])).stdout);
 }
 
 export async function runcRemove(id: string): Promise<void> {

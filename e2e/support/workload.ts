@@ -58,6 +58,18 @@ export async function waitFor<T>(
 }
 
 /**
+ * Reads the count through `cat`. The counter rewrites its file each tick (truncate, then write), so a read
+ * can land between the two and see nothing: such a read is retried, never taken for a count of 0.
+ */
+export function readCount(cat: () => Promise<string>): Promise<number> {
+  return waitFor(
+    async () => Number((await cat()).trim() || Number.NaN),
+    (n) => Number.isInteger(n) && n > 0,
+    { timeoutMs: 2_000, everyMs: 5, what: 'a complete count in the count file' },
+  );
+}
+
+/**
  * Asserts that a restored counter resumed from memory: it moves on from the value it shows right after
  * restore, and what it writes then is past `atCheckpoint`. A counter that restarted would write 1, 2, 3.
  */
