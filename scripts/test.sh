@@ -30,9 +30,11 @@ set +e
 npx ava --timeout=3m "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
-passed=$(grep -oE '^\s*([0-9]+) tests? passed' "$out" | grep -oE '[0-9]+' | tail -1)
-failed=$(grep -oE '^\s*([0-9]+) tests? failed' "$out" | grep -oE '[0-9]+' | tail -1)
-skipped=$(grep -oE '^\s*([0-9]+) tests? skipped' "$out" | grep -oE '[0-9]+' | tail -1)
+# ava prints only the counts that are not zero; a missing line is a zero, not an error.
+summary() { grep -oE "^\s*[0-9]+ tests? $1" "$out" | grep -oE '[0-9]+' | tail -1 || true; }
+passed=$(summary passed)
+failed=$(summary failed)
+skipped=$(summary skipped)
 rm -f "$out"
 [ "$status" = 0 ] || failed=${failed:-1}
 echo
