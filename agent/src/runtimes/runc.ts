@@ -256,8 +256,14 @@ export class RuncDriver implements RuntimeDriver {
 
   /** A fresh bundle: the checkpoint's spec with its rootfs unpacked beside it. */
   private async prepareBundle(dir: string, bundle: string): Promise<void> {
-    await rm(bundle, { recursive: true, force: true });
-    await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
+    // A leftover of an interrupted restore is swept; the common case pays for no recursive rm.
+    await mkdir(path.dirname(bundle), { recursive: true });
+    await mkdir(bundle).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+      await rm(bundle, { recursive: true, force: true });
+      await mkdir(bundle);
+    });
+    await mkdir(path.join(bundle, 'rootfs'));
     const [spec] = await Promise.all([
       readFile(path.join(dir, 'spec.dump'), 'utf8').then((raw) => JSON.parse(raw) as { root?: { path?: string } }),
       runCommand('tar', ['-C', path.join(bundle, 'rootfs'), '-xf', path.join(dir, 'rootfs-diff.tar')]),
