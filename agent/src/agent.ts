@@ -10,6 +10,7 @@ import type { Manifest } from './store/manifest.js';
 import type { ImageStore } from './store/store.js';
 import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
 import type { Readable } from 'node:stream';
+import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
 
 export interface AgentOptions {
   node: string;
@@ -99,6 +100,14 @@ export class Agent {
       });
     }
     return found;
+  }
+
+  /** Stops and removes a container (a migration's source once the target runs); absent is not an error. */
+  async removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
+    assertContainerRef(ref);
+    const found = await this.driver(runtime).find(ref);
+    if (!found) return;
+    await this.exclusive(`${runtime}/${found.id}`, `an operation on ${found.name}`, () => this.driver(runtime).remove(found.id));
   }
 
   private async exclusive<T>(key: string, what: string, fn: () => Promise<T>): Promise<T> {
@@ -219,6 +228,12 @@ export class Agent {
   async exportCheckpoint(id: string): Promise<Readable> {
     await this.store.verify(assertCheckpointId(id));
     return this.store.exportArchive(id);
+  }
+
+  /** One send of a checkpoint at a time: a second would race the first into the peer's import. */
+  sendCheckpoint(id: string, peer: Peer): Promise<SendResult> {
+    assertCheckpointId(id);
+    return this.exclusive(`send/${id}`, `a send of ${id}`, () => sendCheckpoint(this.store, id, peer));
   }
 
   importCheckpoint(source: Readable): Promise<Manifest> {

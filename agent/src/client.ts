@@ -1,51 +1,14 @@
 /** A typed client of the agent API, for the CLI and the controller. Errors come back as FerryErrors. */
 import { Readable } from 'node:stream';
-import { FerryError, type ErrorCode, type FerryErrorBody } from './errors.js';
+import { ApiClient } from './api-client.js';
+import { FerryError } from './errors.js';
 import type { NodeCapabilities } from './criu/probe.js';
 import type { Manifest } from './store/manifest.js';
 import type { ContainerInfo, RuntimeName } from './runtimes/types.js';
 import type { CheckpointParams, RestoreParams, RestoreResult } from './agent.js';
+import type { Peer, SendResult } from './transfer.js';
 
-export class AgentClient {
-  readonly url: string;
-  private readonly token: string;
-
-  constructor(url: string, token: string) {
-    this.url = url.replace(/\/+$/, '');
-    this.token = token;
-  }
-
-  private async call(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
-    let res: Response;
-    try {
-      res = await fetch(this.url + path, {
-        method,
-        ...init,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...init.headers,
-        },
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      });
-    } catch (err) {
-      throw new FerryError(
-        'runtime_unavailable',
-        `cannot reach the agent at ${this.url}: ${(err as Error).cause ?? (err as Error).message}`,
-        {
-          hint: 'start it with `ferry agent` or pass --agent URL',
-        },
-      );
-    }
-    if (!res.ok) throw await errorFrom(res);
-    return res;
-  }
-
-  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await this.call(method, path, body);
-    return (res.status === 204 ? undefined : await res.json()) as T;
-  }
-
+export class AgentClient extends ApiClient {
   health(): Promise<{ ok: boolean; node: string }> {
     return this.json('GET', '/healthz');
   }
@@ -54,6 +17,9 @@ export class AgentClient {
   }
   async containers(runtime?: RuntimeName): Promise<ContainerInfo[]> {
     return (await this.json<{ containers: ContainerInfo[] }>('GET', `/v1/containers${runtime ? `?runtime=${runtime}` : ''}`)).containers;
+  }
+  removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
+    return this.json('DELETE', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);
   }
   checkpoint(p: CheckpointParams): Promise<Manifest> {
     return this.json('POST', '/v1/checkpoints', p);
@@ -70,6 +36,9 @@ export class AgentClient {
   restore(id: string, p: RestoreParams = {}): Promise<RestoreResult> {
     return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/restore`, p);
   }
+  send(id: string, peer: Peer): Promise<SendResult> {
+    return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/send`, { peer });
+  }
   async exportArchive(id: string): Promise<Readable> {
     const res = await this.call('GET', `/v1/checkpoints/${encodeURIComponent(id)}/archive`);
     if (!res.body) throw new FerryError('internal', 'the agent sent an empty archive');
@@ -83,19 +52,4 @@ export class AgentClient {
     } as RequestInit);
     return (await res.json()) as Manifest;
   }
-}
-
-async function errorFrom(res: Response): Promise<FerryError> {
-  const text = await res.text();
-  let body: Partial<FerryErrorBody> = {};
-  try {
-    body = JSON.parse(text) as FerryErrorBody;
-  } catch {
-    body = { message: text };
-  }
-  return new FerryError((body.code as ErrorCode) ?? 'internal', body.message ?? `HTTP ${res.status}`, {
-    ...(body.hint ? { hint: body.hint } : {}),
-    ...(body.criuLog ? { criuLog: body.criuLog } : {}),
-    details: { ...body.details, status: res.status },
-  });
 }

@@ -8,8 +8,15 @@ export type ErrorCode =
   | 'not_found'
   | 'container_not_found'
   | 'checkpoint_not_found'
+  | 'node_not_found'
+  | 'migration_not_found'
   | 'runtime_unavailable'
+  | 'node_unreachable'
+  | 'transfer_failed'
   | 'conflict'
+  | 'incompatible_nodes'
+  | 'cancelled'
+  | 'interrupted'
   | 'container_not_running'
   | 'checkpoint_corrupt'
   | 'criu_failed'
@@ -23,8 +30,19 @@ const statusOf: Record<ErrorCode, number> = {
   not_found: 404,
   container_not_found: 404,
   checkpoint_not_found: 404,
+  node_not_found: 404,
+  migration_not_found: 404,
   runtime_unavailable: 503,
+  /** A peer agent or the agent a controller calls does not answer. */
+  node_unreachable: 503,
+  /** Bytes between agents were lost or damaged on the way. */
+  transfer_failed: 502,
   conflict: 409,
+  /** Preflight: the target cannot run what the source runs (CRIU older, CPU features missing, runtime absent). */
+  incompatible_nodes: 409,
+  cancelled: 409,
+  /** A controller restart cut a migration short; it was settled from the journal. */
+  interrupted: 500,
   container_not_running: 409,
   checkpoint_corrupt: 422,
   criu_failed: 500,

@@ -84,6 +84,7 @@ const errors = {
   422: { $ref: 'Error#' },
   500: { $ref: 'Error#' },
   501: { $ref: 'Error#' },
+  502: { $ref: 'Error#' },
   503: { $ref: 'Error#' },
 };
 
@@ -103,6 +104,11 @@ export const routes = {
     summary: 'Containers of every available runtime, or of one',
     querystring: { type: 'object', properties: { runtime }, additionalProperties: false },
     response: { 200: { type: 'object', properties: { containers: { type: 'array', items: { $ref: 'Container#' } } } }, ...errors },
+  },
+  removeContainer: {
+    summary: 'Stop and remove a container; a container that is not there is not an error',
+    params: { type: 'object', required: ['runtime', 'ref'], properties: { runtime, ref: containerRef } },
+    response: { 204: { type: 'null' }, ...errors },
   },
   createCheckpoint: {
     summary: 'Checkpoint a running container (stops it unless leaveRunning)',
@@ -153,6 +159,39 @@ export const routes = {
     },
   },
   exportArchive: { summary: 'The checkpoint as a tar archive (podman/CRI-O layout plus manifest.json)', params: idParams },
+  sendCheckpoint: {
+    summary: 'Stream a checkpoint, with any parents the peer lacks (oldest first), to a peer agent; each verified there',
+    params: idParams,
+    body: {
+      type: 'object',
+      required: ['peer'],
+      additionalProperties: false,
+      properties: {
+        peer: {
+          type: 'object',
+          required: ['url', 'token'],
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', pattern: '^https?://', maxLength: 2048 },
+            token: { type: 'string', minLength: 1, maxLength: 4096 },
+          },
+        },
+      },
+    },
+    response: {
+      200: {
+        type: 'object',
+        properties: {
+          checkpoint: { type: 'string' },
+          sent: { type: 'array', items: { type: 'string' } },
+          bytes: { type: 'integer' },
+          ms: { type: 'number' },
+          bytesPerSecond: { type: 'number' },
+        },
+      },
+      ...errors,
+    },
+  },
   importArchive: {
     summary: 'Import a tar archive made by exportArchive; verified before it is listed',
     response: { 201: { $ref: 'Checkpoint#' }, ...errors },

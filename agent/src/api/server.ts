@@ -46,6 +46,15 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     containers: await agent.listContainers(req.query.runtime),
   }));
 
+  app.delete<{ Params: { runtime: RuntimeName; ref: string } }>(
+    '/v1/containers/:runtime/:ref',
+    { schema: routes.removeContainer },
+    async (req, reply) => {
+      await agent.removeContainer(req.params.runtime, req.params.ref);
+      return reply.status(204).send();
+    },
+  );
+
   app.post<{ Body: { runtime: RuntimeName; container: string; leaveRunning?: boolean; preDump?: boolean; parent?: string; id?: string } }>(
     '/v1/checkpoints',
     { schema: routes.createCheckpoint },
@@ -71,6 +80,11 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
       .header('content-disposition', `attachment; filename="${req.params.id}.tar"`)
       .send(stream);
   });
+  app.post<{ Params: { id: string }; Body: { peer: { url: string; token: string } } }>(
+    '/v1/checkpoints/:id/send',
+    { schema: routes.sendCheckpoint },
+    async (req) => agent.sendCheckpoint(req.params.id, req.body.peer),
+  );
   app.post('/v1/checkpoints/import', { schema: routes.importArchive }, async (req, reply) => {
     const body = req.body as Readable | undefined;
     if (!body || typeof body.pipe !== 'function') {
