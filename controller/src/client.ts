@@ -1,0 +1,60 @@
+/** A typed client of the controller API, for the CLI, the demo and tests. */
+import { ApiClient } from '../../agent/src/api-client.js';
+import type { RuntimeName } from '../../agent/src/runtimes/types.js';
+import type { MigrationEvent, MigrationRecord, MigrationRequest } from './migration/types.js';
+import type { PublicNode } from './nodes.js';
+
+export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
+  Partial<Omit<MigrationRequest, 'container' | 'targetNode'>>;
+
+export class ControllerClient extends ApiClient {
+  constructor(url: string, token: string) {
+    super(url, token, 'the controller', 'start it with `ferry controller` or pass --controller URL');
+  }
+
+  registerNode(name: string, url: string, token: string): Promise<PublicNode> {
+    return this.json('POST', '/nodes', { name, url, token });
+  }
+  async nodes(): Promise<PublicNode[]> {
+    return (await this.json<{ nodes: PublicNode[] }>('GET', '/nodes')).nodes;
+  }
+  async migrate(p: MigrateParams): Promise<MigrationRecord> {
+    return (await this.json<{ id: string; migration: MigrationRecord }>('POST', '/migrate', p)).migration;
+  }
+  migration(id: string): Promise<MigrationRecord> {
+    return this.json('GET', `/migrations/${encodeURIComponent(id)}`);
+  }
+  async migrations(): Promise<MigrationRecord[]> {
+    return (await this.json<{ migrations: MigrationRecord[] }>('GET', '/migrations')).migrations;
+  }
+  cancel(id: string): Promise<MigrationRecord> {
+    return this.json('POST', `/migrations/${encodeURIComponent(id)}/cancel`);
+  }
+  async nodeContainers(node: string, runtime?: RuntimeName): Promise<unknown[]> {
+    return (await this.json<{ containers: unknown[] }>('GET', `/nodes/${node}/containers${runtime ? `?runtime=${runtime}` : ''}`))
+      .containers;
+  }
+
+  /** The migration's server-sent events, from the first, until it finishes. */
+  async *events(id: string): AsyncGenerator<MigrationEvent> {
+    const res = await this.call('GET', `/migrations/${encodeURIComponent(id)}/events`, undefined, {
+      headers: { accept: 'text/event-stream' },
+    });
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      for (let end = buffered.indexOf('\n\n'); end >= 0; end = buffered.indexOf('\n\n')) {
+        const frame = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        const data = frame
+          .split('\n')
+          .filter((l) => l.startsWith('data: '))
+          .map((l) => l.slice(6))
+          .join('\n');
+        if (data) yield JSON.parse(data) as MigrationEvent;
+      }
+    }
+  }
+}

@@ -1,0 +1,30 @@
+/** The controller's settings, from flags or the environment, checked once at start-up. */
+import path from 'node:path';
+import { parseListen } from '../../agent/src/config.js';
+import { FerryError } from '../../agent/src/errors.js';
+
+export interface ControllerConfig {
+  host: string;
+  port: number;
+  token: string;
+  /** SQLite file of the embedded store (standalone mode). */
+  database: string;
+  healthCheckMs: number;
+}
+
+export const DEFAULT_CONTROLLER_PORT = 7080;
+
+export function controllerConfig(opts: { listen?: string; token?: string; database?: string; healthCheckMs?: number }): ControllerConfig {
+  const token = opts.token ?? process.env.FERRY_CONTROLLER_TOKEN;
+  if (!token) {
+    throw new FerryError('bad_request', 'no controller token: --token or FERRY_CONTROLLER_TOKEN is required', {
+      hint: 'e.g. export FERRY_CONTROLLER_TOKEN=$(openssl rand -hex 16)',
+    });
+  }
+  return {
+    ...parseListen(opts.listen ?? process.env.FERRY_CONTROLLER_LISTEN ?? `127.0.0.1:${DEFAULT_CONTROLLER_PORT}`),
+    token,
+    database: path.resolve(opts.database ?? process.env.FERRY_CONTROLLER_DB ?? '/var/lib/ferry/controller.db'),
+    healthCheckMs: opts.healthCheckMs ?? 10_000,
+  };
+}

@@ -1,0 +1,42 @@
+/** Assembles the controller: embedded store, node registry, orchestrator (recovering what a previous run left), API. */
+import type { FastifyInstance } from 'fastify';
+import { buildControllerApi } from './api/server.js';
+import type { ControllerConfig } from './config.js';
+import { Orchestrator } from './migration/orchestrator.js';
+import { NodeRegistry } from './nodes.js';
+import { type Db, openDatabase } from './store/db.js';
+import { MigrationRepo } from './store/migrations.js';
+import { NodeRepo } from './store/nodes.js';
+
+export interface RunningController {
+  app: FastifyInstance;
+  url: string;
+  orchestrator: Orchestrator;
+  nodes: NodeRegistry;
+  /** Ids of migrations found unfinished at start and being settled. */
+  recovered: string[];
+  close(): Promise<void>;
+}
+
+export async function startController(cfg: ControllerConfig, logger = true): Promise<RunningController> {
+  const db: Db = openDatabase(cfg.database);
+  const nodes = new NodeRegistry(new NodeRepo(db));
+  const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
+  const recovered = orchestrator.recover();
+  const app = await buildControllerApi({ orchestrator, nodes, token: cfg.token, logger });
+  const url = await app.listen({ host: cfg.host, port: cfg.port });
+  nodes.startHealthChecks(cfg.healthCheckMs);
+  return {
+    app,
+    url,
+    orchestrator,
+    nodes,
+    recovered,
+    close: async () => {
+      nodes.stopHealthChecks();
+      await app.close();
+      await orchestrator.drain();
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,402 @@
+/**
+ * Runs migrations as journaled state machines. Every step is written to the store (step + a "started"
+ * event) before it acts; on failure, cancellation or a controller restart, `settle` looks at both nodes and
+ * acts so that exactly one copy of the workload runs: the target's if it already runs, else the source's,
+ * restored from its own local checkpoint when the dump had stopped it.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { AgentClient } from '../../../agent/src/client.js';
+import { FerryError, isFerryError } from '../../../agent/src/errors.js';
+import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
+import type { NodeRegistry } from '../nodes.js';
+import type { MigrationRepo } from '../store/migrations.js';
+import { checkCompatibility, chooseStrategy } from './preflight.js';
+import { isFinished, type MigrationEvent, type MigrationRecord, type MigrationRequest, type Step } from './types.js';
+
+/** Steps after which the target may run a copy: rolling back from there must first make sure it does not. */
+const TARGET_MAY_RUN: Step[] = ['restore', 'verify', 'cleanup'];
+/** How long settle keeps trying to reach a target that may run a copy before it gives up and says so. */
+const SETTLE_PATIENCE_MS = 30_000;
+
+const newMigrationId = () => `m-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+const elapsed = (since: number) => Math.round(performance.now() - since);
+
+export class Orchestrator {
+  private readonly bus = new EventEmitter();
+  private readonly cancelRequested = new Set<string>();
+  private readonly active = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly repo: MigrationRepo,
+    private readonly nodes: NodeRegistry,
+  ) {
+    this.bus.setMaxListeners(0);
+  }
+
+  /** Validates against the live source node, journals the migration and starts it; returns at once. */
+  async start(req: MigrationRequest): Promise<MigrationRecord> {
+    if (req.strategy === 'postcopy') {
+      throw new FerryError('unsupported', 'post-copy (CRIU lazy pages) is not implemented yet', {
+        hint: "use strategy 'auto' or 'stopcopy'",
+        details: { field: 'strategy' },
+      });
+    }
+    if (req.container.node === req.targetNode) {
+      throw new FerryError('bad_request', 'targetNode is the node the container already runs on', { details: { field: 'targetNode' } });
+    }
+    const ref = req.container.id ?? req.container.name;
+    if (!ref) throw new FerryError('bad_request', 'container needs an id or a name', { details: { field: 'container.id' } });
+    this.nodes.get(req.container.node, 'container.node');
+    this.nodes.get(req.targetNode, 'targetNode');
+    const container = await findContainer(this.nodes.client(req.container.node), req.container.runtime, ref, req.container.node);
+    if (container.state !== 'running') {
+      throw new FerryError('container_not_running', `${container.name} on ${req.container.node} is ${container.state}, not running`, {
+        hint: 'only a running container can be migrated',
+        details: { field: 'container' },
+      });
+    }
+    const id = newMigrationId();
+    const now = new Date().toISOString();
+    const m: MigrationRecord = {
+      id,
+      status: 'running',
+      step: 'preflight',
+      request: req,
+      source: { node: req.container.node, runtime: req.container.runtime, containerId: container.id, containerName: container.name },
+      target: { node: req.targetNode, containerName: container.name },
+      checkpointId: `mig-${id.slice(2)}`,
+      rounds: [],
+      figures: {},
+      createdAt: now,
+      updatedAt: now,
+    };
+    this.repo.insert(m);
+    this.emit(m, {
+      type: 'step',
+      step: 'preflight',
+      message: `migration of ${container.name} from ${m.source.node} to ${m.target.node} accepted`,
+    });
+    this.launch(m, () => this.run(m));
+    return m;
+  }
+
+  get(id: string): MigrationRecord {
+    const m = this.repo.get(id);
+    if (!m) throw new FerryError('migration_not_found', `no migration ${id}`, { hint: 'list migrations with GET /migrations' });
+    return m;
+  }
+
+  list(): MigrationRecord[] {
+    return this.repo.list();
+  }
+
+  events(id: string, afterSeq = 0): MigrationEvent[] {
+    this.get(id);
+    return this.repo.events(id, afterSeq);
+  }
+
+  /** Live events of one migration; returns the unsubscribe function. */
+  subscribe(id: string, fn: (e: MigrationEvent) => void): () => void {
+    this.bus.on(id, fn);
+    return () => this.bus.off(id, fn);
+  }
+
+  /** Takes effect at the next step boundary; the migration then rolls back. */
+  cancel(id: string): MigrationRecord {
+    const m = this.get(id);
+    if (isFinished(m)) throw new FerryError('conflict', `migration ${id} has already ${m.status}`, { details: { status: m.status } });
+    this.cancelRequested.add(id);
+    this.emit(m, { type: 'progress', step: m.step, message: 'cancellation requested; it takes effect at the next step' });
+    return m;
+  }
+
+  /** Resolves when the migration's current run (or recovery) ends; for tests and shutdown. */
+  async settled(id: string): Promise<MigrationRecord> {
+    await this.active.get(id);
+    return this.get(id);
+  }
+
+  /** At start-up: every migration a previous controller left unfinished is settled from its journal. */
+  recover(): string[] {
+    const unfinished = this.repo.unfinished();
+    for (const m of unfinished) {
+      this.emit(m, { type: 'progress', step: m.step, message: `controller restarted during ${m.step}; settling from the journal` });
+      this.launch(m, () =>
+        this.settle(m, new FerryError('interrupted', `the controller restarted during ${m.step}`, { hint: 'see the rollback outcome' })),
+      );
+    }
+    return unfinished.map((m) => m.id);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.active.values()]);
+  }
+
+  private launch(m: MigrationRecord, fn: () => Promise<void>): void {
+    const run = fn()
+      .catch((err: unknown) => {
+        // settle itself failed: say so in the record rather than lose the migration in a log.
+        m.status = 'failed';
+        m.rollback = { reason: m.error?.message ?? 'unknown', outcome: `settling failed: ${(err as Error).message}` };
+        this.finish(m);
+      })
+      .finally(() => this.active.delete(m.id));
+    this.active.set(m.id, run);
+  }
+
+  private emit(m: MigrationRecord, e: Omit<MigrationEvent, 'seq' | 'at'>): void {
+    const event = this.repo.appendEvent(m.id, e);
+    this.bus.emit(m.id, event);
+  }
+
+  /** Journals the step before it acts, so a restarted controller knows what may have happened. */
+  private async step<T>(m: MigrationRecord, step: Step, fn: () => Promise<T>): Promise<T> {
+    if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', `cancelled before ${step}`);
+    m.step = step;
+    this.repo.save(m);
+    this.emit(m, { type: 'step', step, message: `${step} started` });
+    const t0 = performance.now();
+    const result = await fn();
+    this.emit(m, { type: 'step', step, message: `${step} done in ${elapsed(t0)} ms` });
+    return result;
+  }
+
+  private async run(m: MigrationRecord): Promise<void> {
+    const started = performance.now();
+    const source = this.nodes.client(m.source.node);
+    const target = this.nodes.client(m.target.node);
+    const runtime = m.source.runtime;
+    try {
+      await this.step(m, 'preflight', async () => {
+        const [sourceCaps, targetCaps, taken] = await Promise.all([
+          source.node(true),
+          target.node(true),
+          target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
+        ]);
+        checkCompatibility(sourceCaps, targetCaps, runtime);
+        if (taken) {
+          throw new FerryError('conflict', `${m.target.node} already has a ${runtime} container named ${m.target.containerName}`, {
+            hint: 'remove it there first',
+          });
+        }
+        m.strategy = chooseStrategy(m.request.strategy, sourceCaps, runtime);
+        this.emit(m, {
+          type: 'progress',
+          step: 'preflight',
+          message: `strategy ${m.strategy.used}: ${m.strategy.reason}`,
+          data: { ...m.strategy },
+        });
+      });
+
+      let frozenAt = 0;
+      await this.step(m, 'checkpoint', async () => {
+        frozenAt = performance.now();
+        const ck = await source.checkpoint({ runtime, container: m.source.containerId, id: m.checkpointId, leaveRunning: false });
+        m.figures.dumpMs = ck.timings?.checkpointMs;
+        m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
+        this.emit(m, {
+          type: 'progress',
+          step: 'checkpoint',
+          message: `dumped ${ck.totalBytes} bytes; CRIU froze the container for ${ck.stats?.frozenTimeMs ?? '?'} ms`,
+          data: { bytes: ck.totalBytes, pagesWritten: ck.stats?.pagesWritten },
+        });
+      });
+
+      await this.step(m, 'transfer', async () => {
+        const sent = await source.send(m.checkpointId, { url: target.url, token: this.nodes.get(m.target.node).token });
+        m.figures.transferMs = sent.ms;
+        m.figures.bytesSent = sent.bytes;
+        m.figures.bandwidthBytesPerSecond = sent.bytesPerSecond;
+        this.emit(m, {
+          type: 'progress',
+          step: 'transfer',
+          message: `sent ${sent.bytes} bytes in ${sent.ms} ms`,
+          data: { ...sent },
+        });
+      });
+
+      await this.step(m, 'restore', async () => {
+        const r = await target.restore(m.checkpointId, { name: m.target.containerName });
+        m.figures.restoreMs = r.timings.restoreMs;
+        m.figures.downtimeMs = elapsed(frozenAt);
+      });
+
+      await this.step(m, 'verify', () => verifyRunning(target, m));
+      await this.step(m, 'cleanup', () => this.cleanUp(m, source, target));
+      m.figures.totalMs = elapsed(started);
+      m.status = 'succeeded';
+      m.step = 'done';
+      this.finish(m);
+    } catch (err) {
+      m.figures.totalMs = elapsed(started);
+      await this.settle(m, err);
+    }
+  }
+
+  /** Best effort: a leftover here costs disk, not the workload, so it is reported and never fails the migration. */
+  private async cleanUp(m: MigrationRecord, source: AgentClient, target: AgentClient): Promise<void> {
+    const leftovers: string[] = [];
+    const attempt = (what: string, p: Promise<unknown>) => p.catch((err: unknown) => leftovers.push(`${what}: ${(err as Error).message}`));
+    await Promise.all([
+      attempt(`source container ${m.source.containerName}`, source.removeContainer(m.source.runtime, m.source.containerId)),
+      attempt(`source checkpoint ${m.checkpointId}`, ignoreNotFound(source.deleteCheckpoint(m.checkpointId))),
+      attempt(`target checkpoint ${m.checkpointId}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId))),
+    ]);
+    if (leftovers.length) this.emit(m, { type: 'progress', step: 'cleanup', message: `left behind: ${leftovers.join('; ')}` });
+  }
+
+  /**
+   * Brings the world back to exactly one running copy after a failure, a cancellation or a restart, and
+   * finishes the record. Idempotent: it looks at both nodes rather than trusting what the journal hoped.
+   */
+  private async settle(m: MigrationRecord, err: unknown): Promise<void> {
+    const failedStep = m.step === 'rollback' ? (m.error?.step ?? 'rollback') : m.step;
+    const ferr = isFerryError(err) ? err : new FerryError('internal', (err as Error).message ?? String(err));
+    m.error ??= { code: ferr.code, message: ferr.message, step: failedStep, ...(ferr.hint ? { hint: ferr.hint } : {}) };
+    const source = this.nodes.client(m.source.node);
+    const target = this.nodes.client(m.target.node);
+
+    if (TARGET_MAY_RUN.includes(failedStep)) {
+      const running = await patiently(() => runningOn(target, m.source.runtime, m.target.containerName));
+      if (running === 'unknown') {
+        m.status = 'failed';
+        m.rollback = {
+          reason: m.error.message,
+          outcome: `not rolled back: ${m.target.node} cannot be reached, and it may run the restored copy; restoring the source too could make two. Check ${m.target.node}, then restore checkpoint ${m.checkpointId} on ${m.source.node} if the target does not run it`,
+        };
+        this.finish(m);
+        return;
+      }
+      if (running === true && (await runningOn(source, m.source.runtime, m.source.containerName)) === false) {
+        // The target runs and the source does not: finishing forward keeps the one copy there is.
+        this.emit(m, {
+          type: 'progress',
+          step: failedStep,
+          message: `${m.target.containerName} runs on ${m.target.node}; finishing forward`,
+        });
+        await this.cleanUp(m, source, target);
+        m.status = 'succeeded';
+        m.step = 'done';
+        m.rollback = {
+          reason: m.error.message,
+          outcome: `not needed: the restored copy runs on ${m.target.node}; the migration was finished forward`,
+        };
+        delete m.error;
+        this.finish(m);
+        return;
+      }
+    }
+
+    m.step = 'rollback';
+    this.repo.save(m);
+    this.emit(m, { type: 'rollback', step: 'rollback', message: `rolling back after ${failedStep} failed: ${m.error.message}` });
+    const notes: string[] = [];
+    const tryTo = async (what: string, p: Promise<unknown>) => {
+      await p.catch((e: unknown) => notes.push(`${what} failed: ${(e as Error).message}`));
+    };
+    // The target first: a copy there must be gone before the source runs again.
+    if (failedStep !== 'preflight' && failedStep !== 'checkpoint') {
+      await tryTo(
+        `removing ${m.target.containerName} on ${m.target.node}`,
+        target.removeContainer(m.source.runtime, m.target.containerName),
+      );
+      await tryTo(`deleting ${m.checkpointId} on ${m.target.node}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId)));
+    }
+    const sourceRunning = await runningOn(source, m.source.runtime, m.source.containerName);
+    let outcome: string;
+    if (sourceRunning === true) {
+      outcome = `${m.source.containerName} kept running on ${m.source.node}`;
+    } else {
+      const restored = await this.restoreSource(m, source);
+      outcome = restored;
+    }
+    if (notes.length) outcome += `; ${notes.join('; ')}`;
+    m.rollback = { reason: m.error.message, outcome };
+    m.status = m.error.code === 'cancelled' ? 'cancelled' : 'failed';
+    this.emit(m, { type: 'rollback', step: 'rollback', message: outcome });
+    this.finish(m);
+  }
+
+  private async restoreSource(m: MigrationRecord, source: AgentClient): Promise<string> {
+    const has = await source.getCheckpoint(m.checkpointId).then(
+      () => true,
+      (e: unknown) => (isFerryError(e) && e.code === 'checkpoint_not_found' ? false : Promise.reject(e)),
+    );
+    if (!has) {
+      throw new FerryError(
+        'internal',
+        `${m.source.containerName} does not run on ${m.source.node} and there is no checkpoint to restore it from`,
+      );
+    }
+    // A stopped source (podman, docker) still holds its name; the checkpoint has everything it had.
+    await source.removeContainer(m.source.runtime, m.source.containerName);
+    await source.restore(m.checkpointId, { name: m.source.containerName });
+    await ignoreNotFound(source.deleteCheckpoint(m.checkpointId)).catch(() => undefined);
+    return `${m.source.containerName} restored on ${m.source.node} from its own checkpoint ${m.checkpointId}`;
+  }
+
+  private finish(m: MigrationRecord): void {
+    m.finishedAt = new Date().toISOString();
+    this.cancelRequested.delete(m.id);
+    this.repo.save(m);
+    const summary =
+      m.status === 'succeeded'
+        ? `migrated to ${m.target.node}; downtime ${m.figures.downtimeMs ?? '?'} ms, total ${m.figures.totalMs ?? '?'} ms`
+        : `${m.status} at ${m.error?.step ?? m.step}: ${m.error?.message ?? ''}; ${m.rollback?.outcome ?? ''}`;
+    this.emit(m, { type: 'finished', step: m.step, message: summary, data: { status: m.status } });
+  }
+}
+
+async function findContainer(
+  client: AgentClient,
+  runtime: MigrationRequest['container']['runtime'],
+  ref: string,
+  node: string,
+): Promise<ContainerInfo> {
+  const all = await client.containers(runtime);
+  const exact = all.find((c) => c.id === ref || c.name === ref);
+  const byPrefix = all.filter((c) => c.id.startsWith(ref));
+  const found = exact ?? (byPrefix.length === 1 ? byPrefix[0] : undefined);
+  if (!found) {
+    throw new FerryError('container_not_found', `no ${runtime} container '${ref}' on node ${node}`, {
+      hint: `list them with GET /nodes/${node}/containers`,
+      details: { field: 'container' },
+    });
+  }
+  return found;
+}
+
+/** true/false when the node answered, 'unknown' when it did not. */
+async function runningOn(client: AgentClient, runtime: ContainerInfo['runtime'], name: string): Promise<boolean | 'unknown'> {
+  try {
+    return (await client.containers(runtime)).some((c) => c.name === name && c.state === 'running');
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function patiently(probe: () => Promise<boolean | 'unknown'>): Promise<boolean | 'unknown'> {
+  const deadline = Date.now() + SETTLE_PATIENCE_MS;
+  for (let wait = 200; ; wait = Math.min(wait * 2, 5_000)) {
+    const answer = await probe();
+    if (answer !== 'unknown' || Date.now() > deadline) return answer;
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+async function verifyRunning(target: AgentClient, m: MigrationRecord): Promise<void> {
+  const running = await runningOn(target, m.source.runtime, m.target.containerName);
+  if (running !== true) {
+    throw new FerryError('runtime_failed', `${m.target.containerName} does not run on ${m.target.node} after its restore`, {
+      hint: 'see the target agent log',
+    });
+  }
+}
+
+function ignoreNotFound(p: Promise<unknown>): Promise<unknown> {
+  return p.catch((err: unknown) => {
+    if (isFerryError(err) && err.code === 'checkpoint_not_found') return undefined;
+    throw err;
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * Before anything moves: can the target run what the source runs, and which strategy is possible here.
+ * Everything is decided from the capabilities the agents probed, never assumed.
+ */
+import type { NodeCapabilities } from '../../../agent/src/criu/probe.js';
+import { FerryError } from '../../../agent/src/errors.js';
+import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
+import type { MigrationRecord, Strategy } from './types.js';
+
+/**
+ * CPU flags that change what user space may execute. A process restored where one of these is missing
+ * can die on its next instruction; the rest of /proc/cpuinfo's flags (bugs, power management) do not matter.
+ */
+const USER_VISIBLE_FLAGS =
+  /^(sse\d?(_\d)?|ssse3|avx.*|fma|f16c|aes|pclmulqdq|sha_ni|bmi[12]|adx|popcnt|movbe|lzcnt|abm|rdrand|rdseed|xsave.*|erms|fsrm|clflushopt|clwb|vaes|vpclmulqdq|gfni|amx.*|pku|ospke|umip|rtm|hle|mpx|x2apic|lm|nx|cx16|cx8)$/;
+
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0);
+  const pb = b.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return Math.sign(d);
+  }
+  return 0;
+}
+
+/** Throws incompatible_nodes naming every problem at once, so one fix round is enough. */
+export function checkCompatibility(source: NodeCapabilities, target: NodeCapabilities, runtime: RuntimeName): void {
+  const problems: string[] = [];
+  if (!source.criu.available) problems.push(`CRIU does not work on ${source.node}: ${source.criu.problem ?? 'unknown'}`);
+  if (!target.criu.available) problems.push(`CRIU does not work on ${target.node}: ${target.criu.problem ?? 'unknown'}`);
+  if (source.criu.version && target.criu.version && compareVersions(target.criu.version, source.criu.version) < 0) {
+    problems.push(`CRIU on ${target.node} (${target.criu.version}) is older than on ${source.node} (${source.criu.version})`);
+  }
+  if (source.arch !== target.arch) problems.push(`architectures differ: ${source.arch} vs ${target.arch}`);
+  const targetFlags = new Set(target.cpu.flags);
+  const missing = source.cpu.flags.filter((f) => USER_VISIBLE_FLAGS.test(f) && !targetFlags.has(f));
+  if (missing.length) problems.push(`${target.node}'s CPU lacks ${missing.join(', ')}, which ${source.node}'s processes may use`);
+  const rt = target.runtimes.find((r) => r.runtime === runtime);
+  if (!rt?.available) problems.push(`${runtime} is not available on ${target.node}${rt?.reason ? `: ${rt.reason}` : ''}`);
+  if (problems.length) {
+    throw new FerryError('incompatible_nodes', `cannot migrate from ${source.node} to ${target.node}: ${problems.join('; ')}`, {
+      hint: 'fix the target node (scripts/setup-host.sh) or choose another target',
+      details: { problems },
+    });
+  }
+}
+
+/** Which strategy runs, and why, given what was asked and what the source can do. */
+export function chooseStrategy(
+  requested: Strategy,
+  source: NodeCapabilities,
+  runtime: RuntimeName,
+): NonNullable<MigrationRecord['strategy']> {
+  if (requested === 'stopcopy') return { requested, used: 'stopcopy', reason: 'requested' };
+  if (!source.criu.memDirtyTrack) {
+    return {
+      requested,
+      used: 'stopcopy',
+      reason: `no memory tracking on ${source.node} (criu check --feature mem_dirty_track fails: the kernel lacks soft-dirty bits), so pre-copy rounds cannot find dirtied pages`,
+    };
+  }
+  if (runtime === 'docker') {
+    return {
+      requested,
+      used: 'stopcopy',
+      reason: 'the Docker Engine API has no pre-dump, so pre-copy rounds are impossible through docker',
+    };
+  }
+  return {
+    requested,
+    used: 'stopcopy',
+    reason: 'pre-copy rounds are not implemented in this version of the controller yet (issue 3 slice 2)',
+  };
+}

@@ -1,0 +1,80 @@
+/** The shape of a migration: what was asked, and the record the controller journals as it goes. */
+import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
+
+export const STRATEGIES = ['auto', 'precopy', 'stopcopy', 'postcopy'] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+export interface MigrationRequest {
+  container: { node: string; runtime: RuntimeName; id?: string; name?: string };
+  targetNode: string;
+  strategy: Strategy;
+  /** Downtime the pre-copy rounds aim for before the final dump. */
+  maxDowntimeMs: number;
+  maxRounds: number;
+  /** Pre-copy gives up when it has sent this many times the container's memory. */
+  maxBytesFactor: number;
+}
+
+/**
+ * The steps in order. Each is journaled (step + "started" event) before it acts, so a restarted controller
+ * knows what may have happened and settles from there.
+ */
+export const STEPS = ['preflight', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup'] as const;
+export type Step = (typeof STEPS)[number] | 'rollback' | 'done';
+
+export type MigrationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface MigrationError {
+  code: string;
+  message: string;
+  step: Step;
+  hint?: string;
+}
+
+export interface MigrationFigures {
+  /** CRIU's own frozen time of the final dump. */
+  frozenTimeMs?: number;
+  dumpMs?: number;
+  transferMs?: number;
+  bytesSent?: number;
+  bandwidthBytesPerSecond?: number;
+  restoreMs?: number;
+  /**
+   * From the start of the stopping dump to the restore returning on the target, as the controller saw it:
+   * an upper bound of the time the workload ran nowhere.
+   */
+  downtimeMs?: number;
+  estimatedDowntimeMs?: number;
+  totalMs?: number;
+}
+
+export interface MigrationRecord {
+  id: string;
+  status: MigrationStatus;
+  step: Step;
+  request: MigrationRequest;
+  source: { node: string; runtime: RuntimeName; containerId: string; containerName: string };
+  target: { node: string; containerName: string };
+  strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
+  /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
+  checkpointId: string;
+  rounds: { round: number; pagesWritten: number; bytes: number; ms: number; bandwidthBytesPerSecond: number }[];
+  figures: MigrationFigures;
+  error?: MigrationError;
+  /** What rollback did to keep exactly one copy running, when it ran. */
+  rollback?: { reason: string; outcome: string };
+  createdAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+}
+
+export interface MigrationEvent {
+  seq: number;
+  at: string;
+  type: 'step' | 'round' | 'progress' | 'rollback' | 'finished';
+  step?: Step;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+export const isFinished = (m: Pick<MigrationRecord, 'status'>) => m.status !== 'running';

@@ -1,0 +1,82 @@
+/**
+ * The nodes the controller can migrate between. Registering probes the agent first (a node that does not
+ * answer with its token is refused), and a periodic health check keeps `healthy` and capabilities fresh.
+ */
+import { AgentClient } from '../../agent/src/client.js';
+import { FerryError, isFerryError } from '../../agent/src/errors.js';
+import type { NodeRecord, NodeRepo } from './store/nodes.js';
+
+export type PublicNode = Omit<NodeRecord, 'token'>;
+
+export class NodeRegistry {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly repo: NodeRepo) {}
+
+  async register(name: string, url: string, token: string): Promise<PublicNode> {
+    const client = new AgentClient(url, token);
+    const capabilities = await client.node(true).catch((err: unknown) => {
+      if (isFerryError(err) && err.code === 'unauthorized') {
+        throw new FerryError('bad_request', `the agent at ${url} refused the token`, {
+          hint: "pass the agent's FERRY_TOKEN",
+          details: { field: 'token' },
+        });
+      }
+      throw err;
+    });
+    return withoutToken(this.repo.upsert({ name, url, token, capabilities }));
+  }
+
+  get(name: string, field = 'node'): NodeRecord {
+    const node = this.repo.get(name);
+    if (!node) {
+      throw new FerryError('node_not_found', `no node named '${name}' is registered`, {
+        hint: 'register it with POST /nodes {name, url, token} (ferry nodes add)',
+        details: { field },
+      });
+    }
+    return node;
+  }
+
+  client(name: string): AgentClient {
+    const node = this.get(name);
+    return new AgentClient(node.url, node.token);
+  }
+
+  list(): PublicNode[] {
+    return this.repo.list().map(withoutToken);
+  }
+
+  remove(name: string): void {
+    if (!this.repo.remove(name)) this.get(name);
+  }
+
+  /** One round of health checks, all nodes at once; a node that answers gets fresh capabilities. */
+  async checkAll(): Promise<void> {
+    await Promise.all(
+      this.repo.list().map(async (n) => {
+        try {
+          this.repo.markHealthy(n.name, await new AgentClient(n.url, n.token).node());
+        } catch (err) {
+          this.repo.markUnhealthy(n.name, (err as Error).message);
+        }
+      }),
+    );
+  }
+
+  startHealthChecks(everyMs: number): void {
+    this.stopHealthChecks();
+    this.timer = setInterval(() => void this.checkAll(), everyMs);
+    this.timer.unref();
+  }
+
+  stopHealthChecks(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+function withoutToken(n: NodeRecord): PublicNode {
+  const { token: _token, ...rest } = n;
+  return rest;
+}

@@ -1,0 +1,61 @@
+/**
+ * The controller's embedded store: SQLite through better-sqlite3, one file, WAL and synchronous=FULL so
+ * that a journal entry written before a migration step acts survives a crash of the controller.
+ * Schema changes are numbered steps recorded in PRAGMA user_version.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+export type Db = Database.Database;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE nodes (
+     name TEXT PRIMARY KEY,
+     url TEXT NOT NULL,
+     token TEXT NOT NULL,
+     capabilities TEXT,
+     healthy INTEGER NOT NULL DEFAULT 0,
+     last_seen TEXT,
+     last_error TEXT,
+     registered_at TEXT NOT NULL
+   );
+   CREATE TABLE migrations (
+     id TEXT PRIMARY KEY,
+     container_key TEXT NOT NULL,
+     status TEXT NOT NULL,
+     step TEXT NOT NULL,
+     record TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   -- At most one unfinished migration per container: the database, not a race, answers the second with 409.
+   CREATE UNIQUE INDEX one_active_migration ON migrations (container_key) WHERE status = 'running';
+   CREATE TABLE migration_events (
+     migration_id TEXT NOT NULL REFERENCES migrations (id) ON DELETE CASCADE,
+     seq INTEGER NOT NULL,
+     at TEXT NOT NULL,
+     type TEXT NOT NULL,
+     step TEXT,
+     message TEXT NOT NULL,
+     data TEXT,
+     PRIMARY KEY (migration_id, seq)
+   );`,
+];
+
+export function openDatabase(file: string): Db {
+  if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] as string);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return db;
+}

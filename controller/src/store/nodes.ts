@@ -1,0 +1,75 @@
+/** Registered nodes: where each agent answers, its token, and what it last reported it can do. */
+import type { NodeCapabilities } from '../../../agent/src/criu/probe.js';
+import type { Db } from './db.js';
+
+export interface NodeRecord {
+  name: string;
+  url: string;
+  token: string;
+  capabilities?: NodeCapabilities;
+  healthy: boolean;
+  lastSeen?: string;
+  lastError?: string;
+  registeredAt: string;
+}
+
+interface Row {
+  name: string;
+  url: string;
+  token: string;
+  capabilities: string | null;
+  healthy: number;
+  last_seen: string | null;
+  last_error: string | null;
+  registered_at: string;
+}
+
+const fromRow = (r: Row): NodeRecord => ({
+  name: r.name,
+  url: r.url,
+  token: r.token,
+  ...(r.capabilities ? { capabilities: JSON.parse(r.capabilities) as NodeCapabilities } : {}),
+  healthy: r.healthy === 1,
+  ...(r.last_seen ? { lastSeen: r.last_seen } : {}),
+  ...(r.last_error ? { lastError: r.last_error } : {}),
+  registeredAt: r.registered_at,
+});
+
+export class NodeRepo {
+  constructor(private readonly db: Db) {}
+
+  upsert(n: { name: string; url: string; token: string; capabilities: NodeCapabilities }): NodeRecord {
+    const now = new Date().toISOString();
+    this.db
+      .prepare(
+        `INSERT INTO nodes (name, url, token, capabilities, healthy, last_seen, registered_at) VALUES (?, ?, ?, ?, 1, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET url = excluded.url, token = excluded.token, capabilities = excluded.capabilities,
+           healthy = 1, last_seen = excluded.last_seen, last_error = NULL`,
+      )
+      .run(n.name, n.url, n.token, JSON.stringify(n.capabilities), now, now);
+    return this.get(n.name) as NodeRecord;
+  }
+
+  get(name: string): NodeRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as Row | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  list(): NodeRecord[] {
+    return (this.db.prepare('SELECT * FROM nodes ORDER BY name').all() as Row[]).map(fromRow);
+  }
+
+  remove(name: string): boolean {
+    return this.db.prepare('DELETE FROM nodes WHERE name = ?').run(name).changes > 0;
+  }
+
+  markHealthy(name: string, capabilities?: NodeCapabilities): void {
+    this.db
+      .prepare('UPDATE nodes SET healthy = 1, last_seen = ?, last_error = NULL, capabilities = COALESCE(?, capabilities) WHERE name = ?')
+      .run(new Date().toISOString(), capabilities ? JSON.stringify(capabilities) : null, name);
+  }
+
+  markUnhealthy(name: string, error: string): void {
+    this.db.prepare('UPDATE nodes SET healthy = 0, last_error = ? WHERE name = ?').run(error, name);
+  }
+}
