@@ -1,4 +1,4 @@
-/** `ferry`: runs an agent, or talks to one. */
+/** `ferry`: runs an agent or the controller, or talks to them. */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
@@ -8,6 +8,7 @@ import { FerryError } from '../../agent/src/errors.js';
 import { startAgent } from '../../agent/src/main.js';
 import type { Manifest } from '../../agent/src/store/manifest.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
+import { addControllerCommands } from './controller-commands.js';
 import { bytes, fields, ms, table } from './format.js';
 
 interface GlobalOpts {
@@ -215,6 +216,8 @@ program
     const m = await client().importArchive(createReadStream(file));
     print(m, () => `imported ${m.id} (${m.container.name}, ${bytes(m.totalBytes)})`);
   });
+
+addControllerCommands(program, { json: () => Boolean(globals().json), print });
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof FerryError) {

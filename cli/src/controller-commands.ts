@@ -1,0 +1,162 @@
+/** `ferry controller`, `ferry nodes`, `ferry migrate`, `ferry migrations`: the controller side of the CLI. */
+import { type Command, Option } from 'commander';
+import { FerryError } from '../../agent/src/errors.js';
+import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
+import { ControllerClient } from '../../controller/src/client.js';
+import { controllerConfig, DEFAULT_CONTROLLER_PORT } from '../../controller/src/config.js';
+import { startController } from '../../controller/src/main.js';
+import { STRATEGIES, type MigrationRecord, type Strategy } from '../../controller/src/migration/types.js';
+import { bytes, fields, ms, table } from './format.js';
+
+export interface CliContext {
+  json(): boolean;
+  print(value: unknown, human: () => string): void;
+}
+
+function controllerClient(program: Command): ControllerClient {
+  const { controller, controllerToken = process.env.FERRY_CONTROLLER_TOKEN } = program.opts<{
+    controller: string;
+    controllerToken?: string;
+  }>();
+  if (!controllerToken) {
+    throw new FerryError('bad_request', 'no controller token: pass --controller-token or set FERRY_CONTROLLER_TOKEN', {
+      hint: 'use the token the controller was started with',
+    });
+  }
+  return new ControllerClient(controller, controllerToken);
+}
+
+export function migrationSummary(m: MigrationRecord): string {
+  const f = m.figures;
+  return fields([
+    ['migration', m.id],
+    ['status', m.status],
+    ['container', `${m.source.containerName} (${m.source.runtime})`],
+    ['from -> to', `${m.source.node} -> ${m.target.node}`],
+    ['strategy', m.strategy ? `${m.strategy.used} (${m.strategy.reason})` : '-'],
+    ['CRIU frozen time', ms(f.frozenTimeMs)],
+    ['downtime (dump start to restored)', ms(f.downtimeMs)],
+    ['transferred', f.bytesSent === undefined ? '-' : `${bytes(f.bytesSent)} in ${ms(f.transferMs)}`],
+    ['total time', ms(f.totalMs)],
+    ['failed step', m.error ? `${m.error.step}: ${m.error.code}: ${m.error.message}` : undefined],
+    ['rollback', m.rollback?.outcome],
+  ]);
+}
+
+export function addControllerCommands(program: Command, ctx: CliContext): void {
+  program
+    .option('--controller <url>', 'controller URL', process.env.FERRY_CONTROLLER ?? `http://127.0.0.1:${DEFAULT_CONTROLLER_PORT}`)
+    .option('--controller-token <token>', 'controller token (default: $FERRY_CONTROLLER_TOKEN)');
+  const client = () => controllerClient(program);
+
+  program
+    .command('controller')
+    .description('run the controller (standalone, embedded SQLite store)')
+    .option('--listen <host:port>', `address to listen on (default 127.0.0.1:${DEFAULT_CONTROLLER_PORT}, $FERRY_CONTROLLER_LISTEN)`)
+    .option('--database <file>', 'SQLite file (default /var/lib/ferry/controller.db, $FERRY_CONTROLLER_DB)')
+    .action(async (opts: { listen?: string; database?: string }) => {
+      const { controllerToken } = program.opts<{ controllerToken?: string }>();
+      const cfg = controllerConfig({ ...opts, ...(controllerToken ? { token: controllerToken } : {}) });
+      const c = await startController(cfg, !ctx.json());
+      console.error(
+        `ferry controller listening on ${c.url}; store ${cfg.database}${c.recovered.length ? `; settling ${c.recovered.length} unfinished migration(s)` : ''}`,
+      );
+    });
+
+  const nodes = program.command('nodes').description('nodes the controller migrates between');
+  nodes
+    .command('ls', { isDefault: true })
+    .description('registered nodes and their health')
+    .action(async () => {
+      const list = await client().nodes();
+      ctx.print(list, () =>
+        table(
+          ['NAME', 'URL', 'HEALTHY', 'CRIU', 'DIRTY TRACKING', 'LAST ERROR'],
+          list.map((n) => [
+            n.name,
+            n.url,
+            n.healthy ? 'yes' : 'no',
+            n.capabilities?.criu.version,
+            n.capabilities ? (n.capabilities.criu.memDirtyTrack ? 'yes' : 'no') : undefined,
+            n.lastError,
+          ]),
+        ),
+      );
+    });
+  nodes
+    .command('add <name> <url>')
+    .description("register a node's agent (probed with its token first)")
+    .requiredOption('--node-token <token>', "the agent's token")
+    .action(async (name: string, url: string, opts: { nodeToken: string }) => {
+      const n = await client().registerNode(name, url, opts.nodeToken);
+      ctx.print(n, () => `registered ${n.name} at ${n.url} (CRIU ${n.capabilities?.criu.version ?? '?'})`);
+    });
+
+  program
+    .command('migrate <container>')
+    .description('move a running container to another node, following its progress')
+    .requiredOption('--from <node>', 'node the container runs on')
+    .requiredOption('--to <node>', 'target node')
+    .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices([...RUNTIME_NAMES]).makeOptionMandatory())
+    .addOption(new Option('--strategy <strategy>', 'migration strategy').choices([...STRATEGIES]).default('auto'))
+    .option('--max-downtime <ms>', 'downtime target for pre-copy', (v) => Number(v))
+    .option('--no-follow', 'return once the migration is accepted')
+    .action(
+      async (
+        container: string,
+        opts: { from: string; to: string; runtime: RuntimeName; strategy: Strategy; maxDowntime?: number; follow: boolean },
+      ) => {
+        const c = client();
+        const started = await c.migrate({
+          container: { node: opts.from, runtime: opts.runtime, name: container },
+          targetNode: opts.to,
+          strategy: opts.strategy,
+          ...(opts.maxDowntime ? { maxDowntimeMs: opts.maxDowntime } : {}),
+        });
+        if (!opts.follow) return ctx.print(started, () => `migration ${started.id} accepted`);
+        const m = await follow(c, started.id, ctx);
+        ctx.print(m, () => migrationSummary(m));
+        if (m.status !== 'succeeded') process.exitCode = 1;
+      },
+    );
+
+  program
+    .command('migrations')
+    .description('migrations, newest first')
+    .action(async () => {
+      const list = await client().migrations();
+      ctx.print(list, () =>
+        table(
+          ['ID', 'STATUS', 'STEP', 'CONTAINER', 'FROM', 'TO', 'STRATEGY', 'DOWNTIME'],
+          list.map((m) => [
+            m.id,
+            m.status,
+            m.step,
+            m.source.containerName,
+            m.source.node,
+            m.target.node,
+            m.strategy?.used,
+            ms(m.figures.downtimeMs),
+          ]),
+        ),
+      );
+    });
+
+  program
+    .command('migration <id>')
+    .description('one migration; --follow streams its events until it ends')
+    .option('--follow', 'stream events until the migration ends')
+    .action(async (id: string, opts: { follow?: boolean }) => {
+      const c = client();
+      const m = opts.follow ? await follow(c, id, ctx) : await c.migration(id);
+      ctx.print(m, () => migrationSummary(m));
+    });
+}
+
+/** Prints each event as a line on stderr (stdout stays for the result) and returns the final record. */
+async function follow(c: ControllerClient, id: string, ctx: CliContext): Promise<MigrationRecord> {
+  for await (const e of c.events(id)) {
+    if (!ctx.json()) console.error(`${e.at.slice(11, 23)}  ${(e.step ?? '').padEnd(10)} ${e.message}`);
+  }
+  return c.migration(id);
+}

@@ -1,0 +1,143 @@
+/**
+ * Live migration between two nodes (network namespaces, real TCP, real agents, real CRIU and runc): a
+ * counting container moves from a to b through POST /migrate and keeps its count; bad requests are refused
+ * with the field named; a failing target restore rolls back and leaves the source running.
+ */
+import test from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { isFerryError } from '../agent/src/errors.js';
+import type { MigrationEvent } from '../controller/src/migration/types.js';
+import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
+import { expectCountResumed, waitFor } from './support/workload.js';
+
+let cluster: TestCluster;
+let scratch: string;
+const started: { id: string; root: string }[] = [];
+const tag = `m${process.pid % 100000}`;
+
+test.before(async () => {
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-migrate-'));
+  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['runc'], subnet: `10.79.${process.pid % 250}.0/24` });
+});
+
+test.after.always(async () => {
+  for (const { id, root } of started) await runcRemove(id, root);
+  for (const n of ['a', 'b']) {
+    for (const { id } of started) await runcRemove(id, cluster?.node(n).runcRoot);
+  }
+  await cluster?.destroy();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+async function counterOn(node: string, what: string): Promise<string> {
+  const id = `mig-${what}-${process.pid}`;
+  const root = cluster.node(node).runcRoot;
+  started.push({ id, root });
+  await startRuncCounter(id, scratch, { root });
+  await waitFor(
+    () => runcCount(id, root),
+    (n) => n >= 3,
+    { what: `${id} to count` },
+  );
+  return id;
+}
+
+async function eventsOf(id: string): Promise<MigrationEvent[]> {
+  const events: MigrationEvent[] = [];
+  for await (const e of cluster.client.events(id)) events.push(e);
+  return events;
+}
+
+const codeOf = (err: unknown) => (isFerryError(err) ? err.code : String(err));
+const fieldOf = (err: unknown) => (isFerryError(err) ? err.details?.field : undefined);
+
+test.serial('runc: a counting container moves from a to b and keeps counting; stop-and-copy for want of memory tracking', async (t) => {
+  const id = await counterOn('a', 'move');
+  const rootA = cluster.node('a').runcRoot;
+  const rootB = cluster.node('b').runcRoot;
+  const before = await runcCount(id, rootA);
+
+  const accepted = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+  t.is(accepted.status, 'running');
+  const events = await eventsOf(accepted.id);
+  const m = await cluster.client.migration(accepted.id);
+  t.is(m.status, 'succeeded', JSON.stringify(m.error));
+  t.is(m.strategy?.used, 'stopcopy');
+  t.regex(m.strategy?.reason ?? '', /no memory tracking/);
+
+  await expectCountResumed(() => runcCount(id, rootB), before);
+  t.is(await runcState(id, rootA), undefined, 'the source no longer runs');
+  t.is(await runcState(id, rootB), 'running');
+
+  t.true((m.figures.frozenTimeMs ?? 0) > 0, "CRIU's frozen time is recorded");
+  t.true((m.figures.downtimeMs ?? 0) >= (m.figures.frozenTimeMs ?? 0), 'downtime covers the frozen time');
+  t.true((m.figures.bytesSent ?? 0) > 0);
+  t.true((m.figures.totalMs ?? 0) >= (m.figures.downtimeMs ?? 0));
+  t.log(
+    `downtime ${m.figures.downtimeMs} ms (CRIU frozen ${m.figures.frozenTimeMs} ms), ${m.figures.bytesSent} bytes, total ${m.figures.totalMs} ms`,
+  );
+
+  const stepsStarted = events.filter((e) => e.type === 'step' && e.message.endsWith('started')).map((e) => e.step);
+  t.deepEqual(stepsStarted, ['preflight', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup']);
+  t.is(events.at(-1)?.type, 'finished');
+  t.deepEqual(
+    events.map((e) => e.seq),
+    events.map((_, i) => i + 1),
+    'events arrive once each, in order',
+  );
+  // Nothing of the migration is left in either store.
+  for (const n of ['a', 'b']) t.deepEqual(await cluster.controller.nodes.client(n).checkpoints(), [], `no checkpoint left on ${n}`);
+});
+
+test.serial('bad requests: 400 naming the field, 404 for unknown nodes and containers, 409 for a second migration', async (t) => {
+  const migrate = (body: unknown) => cluster.client.migrate(body as Parameters<TestCluster['client']['migrate']>[0]);
+  const noTarget = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'x' } }));
+  t.is(codeOf(noTarget), 'bad_request');
+  t.is(fieldOf(noTarget), 'targetNode');
+  const badRuntime = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'lxc', name: 'x' }, targetNode: 'b' }));
+  t.is(fieldOf(badRuntime), 'container.runtime');
+  const traversal = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: '../etc' }, targetNode: 'b' }));
+  t.is(fieldOf(traversal), 'container.name');
+  const sameNode = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'x' }, targetNode: 'a' }));
+  t.is(fieldOf(sameNode), 'targetNode');
+  const noNode = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'x' }, targetNode: 'zz' }));
+  t.is(codeOf(noNode), 'node_not_found');
+  t.is(fieldOf(noNode), 'targetNode');
+  const noContainer = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'nonexistent' }, targetNode: 'b' }));
+  t.is(codeOf(noContainer), 'container_not_found');
+
+  const id = await counterOn('a', 'twice');
+  const first = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+  const second = await t.throwsAsync(cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' }));
+  t.is(codeOf(second), 'conflict');
+  t.is(isFerryError(second) ? second.details?.migration : undefined, first.id);
+  await eventsOf(first.id);
+  t.is((await cluster.client.migration(first.id)).status, 'succeeded');
+});
+
+test.serial(
+  'a target restore that fails rolls back: the source runs again from its own checkpoint, the record names the step',
+  async (t) => {
+    const id = await counterOn('a', 'rollback');
+    const rootA = cluster.node('a').runcRoot;
+    // The target already has a container under runc's state dir with that name but not in runc's list:
+    // a stale state directory makes runc refuse the restore ("container with id exists").
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(path.join(cluster.node('b').runcRoot, id), { recursive: true });
+    const before = await runcCount(id, rootA);
+
+    const accepted = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+    const events = await eventsOf(accepted.id);
+    const m = await cluster.client.migration(accepted.id);
+    t.is(m.status, 'failed');
+    t.is(m.error?.step, 'restore', JSON.stringify(m.error));
+    t.regex(m.rollback?.outcome ?? '', /restored on a from its own checkpoint/);
+    t.true(events.some((e) => e.type === 'rollback'));
+    await expectCountResumed(() => runcCount(id, rootA), before);
+    t.is(await runcState(id, cluster.node('b').runcRoot), undefined, 'nothing runs on the target');
+    await rm(path.join(cluster.node('b').runcRoot, id), { recursive: true, force: true });
+  },
+);
