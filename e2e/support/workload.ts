@@ -3,7 +3,7 @@
  * writes it to a file each tick. After a restore the count must continue from memory, never restart at 1.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, copyFile, symlink, rm, stat } from 'node:fs/promises';
+import { mkdir, copyFile, mkdtemp, symlink, rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 
@@ -25,13 +25,31 @@ export async function busyboxRootfs(dir: string): Promise<string> {
   return dir;
 }
 
-/** Imports the busybox rootfs as a local image (no registry is reachable) for podman or docker. */
-export async function importBusyboxImage(cli: 'podman' | 'docker', image: string, scratch: string): Promise<void> {
-  const existing = await run(cli, ['image', 'inspect', image]).then(
+/**
+ * Imports the busybox rootfs as a local image (no registry is reachable) for podman or docker. `cliArgs`
+ * (global flags, e.g. podman's `--root`/`--runroot` of a node's private store) name another store: that
+ * one gets a copy of the default store's image rather than an import of its own, because an import stamps
+ * the time into the image's config, hence a new image id, and podman restores a checkpoint only onto an
+ * image with the id it was taken on. A copy gives every store the same id, as a registry would.
+ */
+export async function importBusyboxImage(cli: 'podman' | 'docker', image: string, scratch: string, cliArgs: string[] = []): Promise<void> {
+  const existing = await run(cli, [...cliArgs, 'image', 'inspect', image]).then(
     () => true,
     () => false,
   );
   if (existing) return;
+  if (cliArgs.length) {
+    await importBusyboxImage(cli, image, scratch);
+    const dir = await mkdtemp(path.join(scratch, 'image-'));
+    try {
+      const archive = path.join(dir, 'image.tar');
+      await run(cli, ['save', '-o', archive, image]);
+      await run(cli, [...cliArgs, 'load', '-i', archive]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    return;
+  }
   const rootfs = await busyboxRootfs(path.join(scratch, 'busybox-rootfs'));
   await run('sh', ['-c', `tar -C "${rootfs}" -c . | ${cli} import - ${image}`]);
 }
@@ -54,7 +72,9 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out waiting for ${what}; last value ${String(last)}${lastErr ? `, last error ${String(lastErr)}` : ''}`);
+  throw new Error(
+    `timed out waiting for ${what}; last value ${typeof last === 'object' ? JSON.stringify(last) : String(last)}${lastErr ? `, last error ${String(lastErr)}` : ''}`,
+  );
 }
 
 /**

@@ -10,7 +10,7 @@
  * CRIU's logs live in the container's userdata directory (`podman inspect` StaticDir): dump.log and
  * restore.log, deleted on success, kept on failure.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,8 +32,32 @@ import type {
 
 export interface PodmanDriverOptions {
   binary?: string;
-  /** Global flags put before every subcommand, e.g. `--root`/`--runroot` for a private store. */
+  /** Global flags put before every subcommand, e.g. `podmanStoreArgs(root)` for a private store. */
   extraArgs?: string[];
+}
+
+/**
+ * The global flags that give podman a store of its own (several nodes on one machine), as separate from the
+ * host's default store as another machine's would be.
+ *
+ * `--root` alone is not enough: runroot (containers/storage's mount counts and locks) and tmpdir (libpod's
+ * per-boot state: the `alive` file whose absence means "rebooted", exit files, conmon sockets, the events
+ * log) would stay the default store's, and two stores sharing them corrupt each other. Both belong on
+ * /run, a tmpfs on a normal host, because podman and containers/storage detect a reboot by their contents
+ * vanishing; a runroot on disk would outlive a reboot and leave containers "running" and layers "mounted".
+ * So the default runroot is derived from the root, stably: podman records runroot and tmpdir in the
+ * store's database and refuses ("database configuration mismatch") to open it with others. That record is
+ * also why `podman --root <dir> ps` alone finds a node's containers.
+ */
+export function podmanStoreArgs(root: string, runroot?: string): string[] {
+  const graphRoot = path.resolve(root);
+  const runRoot = runroot ? path.resolve(runroot) : defaultPodmanRunroot(graphRoot);
+  return ['--root', graphRoot, '--runroot', runRoot, '--tmpdir', path.join(runRoot, 'libpod')];
+}
+
+export function defaultPodmanRunroot(root: string): string {
+  const id = createHash('sha256').update(path.resolve(root)).digest('hex').slice(0, 16);
+  return path.join('/run/ferry/podman', id);
 }
 
 /** The fields Ferry uses from `podman ps -a --format json`. */
@@ -217,7 +241,7 @@ export class PodmanDriver implements RuntimeDriver {
       const args = ['container', 'restore', '--import', archives.checkpoint, '--print-stats'];
       if (archives.previous) args.push('--import-previous', archives.previous);
       if (name) args.push('--name', name);
-      const out = await this.podman(args, (f) => this.restoreFailure(f, req.dir));
+      const out = await this.podman(args, (f) => this.restoreFailure(f, req));
       const restored = (JSON.parse(out) as RestoreReport).container_statistics?.[0];
       const container = restored && (await this.find(restored.Id));
       if (!container) throw new FerryError('runtime_failed', `podman restore reported success but no container: ${out}`);
@@ -240,12 +264,23 @@ export class PodmanDriver implements RuntimeDriver {
     return taken ? `${name || 'podman'}-restored-${randomBytes(3).toString('hex')}` : undefined;
   }
 
-  private async restoreFailure(f: CommandFailure, dir: string): Promise<FerryError> {
+  private async restoreFailure(f: CommandFailure, req: RestoreRequest): Promise<FerryError> {
     if (/already in use/.test(f.stderr)) {
       return new FerryError('conflict', `podman restore failed: ${f.stderr}`, { hint: 'choose another name' });
     }
+    // podman restores onto the image with the id in config.dump. Without an image of that name it pulls the
+    // name; with one of another id (the same image imported anew: `podman import` stamps the time into the
+    // config, hence the id) it fails to parse the id as a name. A node's own store meets both first.
+    const pullFailed = /^Trying to pull /m.test(f.stderr) && /^Error: .*(docker:\/\/|registry|manifest|pull)/m.test(f.stderr);
+    if (pullFailed || /creating container storage: .*cannot specify 64-byte hexadecimal/.test(f.stderr)) {
+      const image = String(req.runtimeMeta.image ?? 'the image');
+      const what = pullFailed ? `has no ${image} and could not pull it` : `has ${image}, but not with the checkpoint's image id`;
+      return new FerryError('runtime_failed', `podman restore failed: this podman ${what}: ${f.stderr}`, {
+        hint: `bring ${image} here with the same id (pull it by digest, or podman save there and podman load here), then retry`,
+      });
+    }
     const log = logFileIn(f.stderr);
-    const err = await failure('restore', path.basename(dir), f, log, 'nothing was left running');
+    const err = await failure('restore', path.basename(req.dir), f, log, 'nothing was left running');
     // A failed CRIU restore leaves podman's new container behind in 'created': it is this restore's own, and
     // in the way of a retry under the same name. Its log is read above, before removal deletes it.
     const leftover = log && /\/([0-9a-f]{64})\/userdata\//.exec(log)?.[1];
