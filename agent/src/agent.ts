@@ -9,7 +9,8 @@ import { assertCheckpointId, assertContainerRef, newCheckpointId } from './store
 import type { Manifest } from './store/manifest.js';
 import type { ImageStore } from './store/store.js';
 import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
-import type { Readable } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
+import { watchdog } from './watchdog.js';
 import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
 
 export interface AgentOptions {
@@ -17,6 +18,8 @@ export interface AgentOptions {
   store: ImageStore;
   drivers: RuntimeDriver[];
   criu?: string;
+  /** A transfer in either direction fails after this long without progress (default 30 s). */
+  transferStallMs?: number;
 }
 
 export interface CheckpointParams {
@@ -48,13 +51,16 @@ export class Agent {
   readonly store: ImageStore;
   private readonly drivers = new Map<RuntimeName, RuntimeDriver>();
   private readonly criu: string;
+  readonly transferStallMs: number;
   private readonly busy = new Set<string>();
+  private readonly sends = new Map<string, AbortController>();
   private capabilities?: Promise<NodeCapabilities>;
 
   constructor(opts: AgentOptions) {
     this.node = opts.node;
     this.store = opts.store;
     this.criu = opts.criu ?? 'criu';
+    this.transferStallMs = opts.transferStallMs ?? 30_000;
     for (const d of opts.drivers) this.drivers.set(d.name, d);
   }
 
@@ -221,8 +227,10 @@ export class Agent {
     return this.store.get(assertCheckpointId(id));
   }
 
+  /** Deleting a checkpoint that is being sent ends the send first: the peer then discards its partial copy. */
   deleteCheckpoint(id: string): Promise<void> {
-    return this.store.delete(assertCheckpointId(id));
+    this.sends.get(assertCheckpointId(id))?.abort(new FerryError('cancelled', `checkpoint ${id} was deleted while it was being sent`));
+    return this.store.delete(id);
   }
 
   async exportCheckpoint(id: string): Promise<Readable> {
@@ -233,11 +241,40 @@ export class Agent {
   /** One send of a checkpoint at a time: a second would race the first into the peer's import. */
   sendCheckpoint(id: string, peer: Peer): Promise<SendResult> {
     assertCheckpointId(id);
-    return this.exclusive(`send/${id}`, `a send of ${id}`, () => sendCheckpoint(this.store, id, peer));
+    return this.exclusive(`send/${id}`, `a send of ${id}`, async () => {
+      const abort = new AbortController();
+      this.sends.set(id, abort);
+      try {
+        return await sendCheckpoint(this.store, id, peer, { stallMs: this.transferStallMs, signal: abort.signal });
+      } finally {
+        this.sends.delete(id);
+      }
+    });
   }
 
-  importCheckpoint(source: Readable): Promise<Manifest> {
-    return this.store.importArchive(source);
+  /** A sender that goes silent (a cut link) fails the import after transferStallMs; nothing is kept. */
+  async importCheckpoint(source: Readable): Promise<Manifest> {
+    const watched = new Transform({
+      transform(chunk, _enc, done) {
+        silent.kick();
+        done(null, chunk);
+      },
+    });
+    const silent = watchdog(this.transferStallMs, () =>
+      watched.destroy(
+        new FerryError('transfer_failed', `the sender went silent for ${this.transferStallMs} ms; the partial checkpoint was discarded`, {
+          hint: 'check the link between the nodes and send again',
+        }),
+      ),
+    );
+    source.on('error', (err) => watched.destroy(err));
+    source.pipe(watched);
+    try {
+      return await this.store.importArchive(watched);
+    } finally {
+      silent.stop();
+      source.unpipe(watched);
+    }
   }
 }
 

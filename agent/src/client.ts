@@ -22,7 +22,7 @@ export class AgentClient extends ApiClient {
     return this.json('DELETE', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);
   }
   checkpoint(p: CheckpointParams): Promise<Manifest> {
-    return this.json('POST', '/v1/checkpoints', p);
+    return this.json('POST', '/v1/checkpoints', p, true);
   }
   async checkpoints(): Promise<Manifest[]> {
     return (await this.json<{ checkpoints: Manifest[] }>('GET', '/v1/checkpoints')).checkpoints;
@@ -34,22 +34,29 @@ export class AgentClient extends ApiClient {
     return this.json('DELETE', `/v1/checkpoints/${encodeURIComponent(id)}`);
   }
   restore(id: string, p: RestoreParams = {}): Promise<RestoreResult> {
-    return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/restore`, p);
+    return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/restore`, p, true);
   }
   send(id: string, peer: Peer): Promise<SendResult> {
-    return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/send`, { peer });
+    return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/send`, { peer }, true);
   }
   async exportArchive(id: string): Promise<Readable> {
-    const res = await this.call('GET', `/v1/checkpoints/${encodeURIComponent(id)}/archive`);
+    const res = await this.call('GET', `/v1/checkpoints/${encodeURIComponent(id)}/archive`, undefined, {}, true);
     if (!res.body) throw new FerryError('internal', 'the agent sent an empty archive');
     return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
   }
-  async importArchive(archive: Readable): Promise<Manifest> {
-    const res = await this.call('POST', '/v1/checkpoints/import', undefined, {
-      headers: { 'content-type': 'application/x-tar' },
-      body: Readable.toWeb(archive) as unknown as BodyInit,
-      duplex: 'half',
-    } as RequestInit);
+  async importArchive(archive: Readable, signal?: AbortSignal): Promise<Manifest> {
+    const res = await this.call(
+      'POST',
+      '/v1/checkpoints/import',
+      undefined,
+      {
+        ...(signal ? { signal } : {}),
+        headers: { 'content-type': 'application/x-tar' },
+        body: Readable.toWeb(archive) as unknown as BodyInit,
+        duplex: 'half',
+      } as RequestInit,
+      true,
+    );
     return (await res.json()) as Manifest;
   }
 }

@@ -13,8 +13,17 @@ export interface AgentConfig {
   runtimes: RuntimeName[];
   /** runc's state root; on Kubernetes nodes the CRI runtime's root, e.g. /run/containerd/runc/k8s.io. */
   runcRoot?: string;
+  /**
+   * A podman store of this agent's own (`podman --root`), for several nodes on one machine; unset, the
+   * host's default store. See podmanStoreArgs for why runroot defaults to a directory under /run.
+   */
+  podmanRoot?: string;
+  /** podman's `--runroot` for podmanRoot; only with podmanRoot. */
+  podmanRunroot?: string;
   criu: string;
   dockerSocket?: string;
+  /** A transfer between agents fails after this long without progress. */
+  transferStallMs?: number;
 }
 
 export const DEFAULT_AGENT_PORT = 7070;
@@ -22,7 +31,7 @@ export const DEFAULT_AGENT_PORT = 7070;
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[?([^\]]*)\]?:)?(\d{1,5})$/.exec(listen);
   const port = Number(m?.[2]);
-  if (!m || port < 1 || port > 65535) {
+  if (!m || port < 0 || port > 65535) {
     throw new FerryError('bad_request', `--listen '${listen}' is not HOST:PORT`, { hint: 'e.g. --listen 127.0.0.1:7070' });
   }
   return { host: m[1] || '127.0.0.1', port };
@@ -49,13 +58,21 @@ export function agentConfig(opts: {
   stateDir?: string;
   runtimes?: string;
   runcRoot?: string;
+  podmanRoot?: string;
+  podmanRunroot?: string;
   criu?: string;
   dockerSocket?: string;
+  transferStallMs?: string;
 }): AgentConfig {
   const token = opts.token ?? process.env.FERRY_TOKEN;
   if (!token)
     throw new FerryError('bad_request', 'no agent token: --token or FERRY_TOKEN is required', {
       hint: 'e.g. export FERRY_TOKEN=$(openssl rand -hex 16)',
+    });
+  // A runroot of its own on the default store would split that store's mount counts and locks in two.
+  if (opts.podmanRunroot && !opts.podmanRoot)
+    throw new FerryError('bad_request', '--podman-runroot needs --podman-root', {
+      hint: 'give the store its root too, or drop --podman-runroot',
     });
   return {
     ...parseListen(opts.listen ?? process.env.FERRY_LISTEN ?? `127.0.0.1:${DEFAULT_AGENT_PORT}`),
@@ -64,7 +81,18 @@ export function agentConfig(opts: {
     stateDir: path.resolve(opts.stateDir ?? process.env.FERRY_STATE_DIR ?? '/var/lib/ferry'),
     runtimes: parseRuntimes(opts.runtimes ?? process.env.FERRY_RUNTIMES ?? RUNTIME_NAMES.join(',')),
     ...(opts.runcRoot ? { runcRoot: opts.runcRoot } : {}),
+    ...(opts.podmanRoot ? { podmanRoot: path.resolve(opts.podmanRoot) } : {}),
+    ...(opts.podmanRunroot ? { podmanRunroot: path.resolve(opts.podmanRunroot) } : {}),
     criu: opts.criu ?? process.env.FERRY_CRIU ?? 'criu',
     ...(opts.dockerSocket ? { dockerSocket: opts.dockerSocket } : {}),
+    ...(opts.transferStallMs ? { transferStallMs: positiveMs(opts.transferStallMs, '--transfer-stall-ms') } : {}),
   };
+}
+
+function positiveMs(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new FerryError('bad_request', `${flag} must be a positive integer of milliseconds, got '${value}'`, { details: { field: flag } });
+  }
+  return n;
 }

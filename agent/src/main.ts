@@ -19,8 +19,8 @@ async function makeDriver(name: RuntimeName, cfg: AgentConfig): Promise<RuntimeD
       });
     }
     case 'podman': {
-      const { PodmanDriver } = await import('./runtimes/podman.js');
-      return new PodmanDriver();
+      const { PodmanDriver, podmanStoreArgs } = await import('./runtimes/podman.js');
+      return new PodmanDriver(cfg.podmanRoot ? { extraArgs: podmanStoreArgs(cfg.podmanRoot, cfg.podmanRunroot) } : {});
     }
     case 'docker': {
       const { DockerDriver } = await import('./runtimes/docker.js');
@@ -32,7 +32,13 @@ async function makeDriver(name: RuntimeName, cfg: AgentConfig): Promise<RuntimeD
 export async function createAgent(cfg: AgentConfig): Promise<Agent> {
   const store = new ImageStore(path.join(cfg.stateDir, 'images'));
   await store.init();
-  return new Agent({ node: cfg.node, store, drivers: await Promise.all(cfg.runtimes.map((r) => makeDriver(r, cfg))), criu: cfg.criu });
+  return new Agent({
+    node: cfg.node,
+    store,
+    drivers: await Promise.all(cfg.runtimes.map((r) => makeDriver(r, cfg))),
+    criu: cfg.criu,
+    ...(cfg.transferStallMs ? { transferStallMs: cfg.transferStallMs } : {}),
+  });
 }
 
 export async function startAgent(cfg: AgentConfig, logger = true): Promise<{ agent: Agent; app: FastifyInstance; url: string }> {

@@ -9,6 +9,7 @@ import { AgentClient } from './client.js';
 import { FerryError, isFerryError } from './errors.js';
 import type { Manifest } from './store/manifest.js';
 import type { ImageStore } from './store/store.js';
+import { watchdog } from './watchdog.js';
 
 export interface Peer {
   url: string;
@@ -24,23 +25,56 @@ export interface SendResult {
   bytesPerSecond: number;
 }
 
-export async function sendCheckpoint(store: ImageStore, id: string, peer: Peer): Promise<SendResult> {
+export interface SendOptions {
+  /** The send fails when no bytes move for this long (a cut link is silent; see watchdog.ts). */
+  stallMs: number;
+  /** Ends the send early, e.g. when the checkpoint is deleted (a rollback) while it is on its way. */
+  signal?: AbortSignal;
+}
+
+/** The peer hashes and syncs what it received before it answers; allow for that at this pace. */
+const PEER_VERIFY_BYTES_PER_MS = 100_000;
+
+export async function sendCheckpoint(store: ImageStore, id: string, peer: Peer, opts: SendOptions): Promise<SendResult> {
   const chain = (await store.verify(id)).reverse();
-  const client = new AgentClient(peer.url, peer.token);
+  const client = new AgentClient(peer.url, peer.token, { timeouts: { quickMs: opts.stallMs } });
   const t0 = performance.now();
   let bytes = 0;
   const sent: string[] = [];
   for (const manifest of chain) {
     if (await peerHas(client, manifest)) continue;
+    opts.signal?.throwIfAborted();
+    const abort = new AbortController();
+    const stopOnCaller = () => abort.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', stopOnCaller, { once: true });
+    const stalled = watchdog(opts.stallMs, () =>
+      abort.abort(
+        new FerryError('transfer_failed', `sending ${manifest.id} to ${peer.url} stalled: no progress for ${opts.stallMs} ms`, {
+          hint: 'check the link between the nodes and retry; the peer keeps nothing of a failed transfer',
+        }),
+      ),
+    );
+    let sentOfThis = 0;
     const counted = new Transform({
       transform(chunk: Buffer, _enc, done) {
         bytes += chunk.length;
+        sentOfThis += chunk.length;
+        stalled.kick();
         done(null, chunk);
       },
+      flush(done) {
+        stalled.kick(opts.stallMs + sentOfThis / PEER_VERIFY_BYTES_PER_MS);
+        done();
+      },
     });
-    await client.importArchive(store.exportArchive(manifest.id).pipe(counted)).catch((err: unknown) => {
-      throw transferFailure(manifest.id, peer.url, err);
-    });
+    try {
+      await client.importArchive(store.exportArchive(manifest.id).pipe(counted), abort.signal);
+    } catch (err) {
+      throw transferFailure(manifest.id, peer.url, abort.signal.aborted ? abort.signal.reason : err);
+    } finally {
+      stalled.stop();
+      opts.signal?.removeEventListener('abort', stopOnCaller);
+    }
     sent.push(manifest.id);
   }
   const ms = performance.now() - t0;
