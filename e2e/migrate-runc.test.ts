@@ -4,6 +4,8 @@
  * with the field named; a failing target restore rolls back and leaves the source running.
  */
 import test from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,8 +13,10 @@ import { isFerryError } from '../agent/src/errors.js';
 import type { MigrationEvent } from '../controller/src/migration/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
+import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
 
+const run = promisify(execFile);
 let cluster: TestCluster;
 let scratch: string;
 const started: { id: string; root: string }[] = [];
@@ -47,53 +51,72 @@ async function counterOn(node: string, what: string): Promise<string> {
 
 async function eventsOf(id: string): Promise<MigrationEvent[]> {
   const events: MigrationEvent[] = [];
-  for await (const e of cluster.client.events(id)) events.push(e);
+  for await (const e of cluster.client().events(id)) events.push(e);
   return events;
 }
 
 const codeOf = (err: unknown) => (isFerryError(err) ? err.code : String(err));
 const fieldOf = (err: unknown) => (isFerryError(err) ? err.details?.field : undefined);
 
-test.serial('runc: a counting container moves from a to b and keeps counting; stop-and-copy for want of memory tracking', async (t) => {
-  const id = await counterOn('a', 'move');
-  const rootA = cluster.node('a').runcRoot;
-  const rootB = cluster.node('b').runcRoot;
-  const before = await runcCount(id, rootA);
+test.serial(
+  'runc: a container moves from a to b and keeps its state; downtime seen from inside; stop-and-copy for want of memory tracking',
+  async (t) => {
+    // The gap-detecting workload with 16 MiB of live memory: its count continues from memory, and the
+    // longest gap between its ticks is the downtime as the workload itself saw it.
+    const id = `mig-move-${process.pid}`;
+    const rootA = cluster.node('a').runcRoot;
+    const rootB = cluster.node('b').runcRoot;
+    started.push({ id, root: rootA });
+    await workloadRootfs(path.join(scratch, id, 'rootfs'));
+    await startRuncCounter(id, scratch, { root: rootA, argv: workloadArgv({ rssMib: 16, dirtyMibPerS: 0 }) });
+    const before = await waitFor(
+      () => runcCount(id, rootA),
+      (n) => n >= 10,
+      { what: `${id} to count` },
+    );
+    const statsOn = (root: string) =>
+      readWorkloadStats(async () => (await run('runc', ['--root', root, 'exec', id, 'cat', WORKLOAD_STATS_FILE])).stdout);
+    const gapBefore = (await statsOn(rootA)).maxGapMs;
 
-  const accepted = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
-  t.is(accepted.status, 'running');
-  const events = await eventsOf(accepted.id);
-  const m = await cluster.client.migration(accepted.id);
-  t.is(m.status, 'succeeded', JSON.stringify(m.error));
-  t.is(m.strategy?.used, 'stopcopy');
-  t.regex(m.strategy?.reason ?? '', /no memory tracking/);
+    const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+    t.is(accepted.status, 'running');
+    const events = await eventsOf(accepted.id);
+    const m = await cluster.client().migration(accepted.id);
+    t.is(m.status, 'succeeded', JSON.stringify(m.error));
+    t.is(m.strategy?.used, 'stopcopy');
+    t.regex(m.strategy?.reason ?? '', /no memory tracking/);
 
-  await expectCountResumed(() => runcCount(id, rootB), before);
-  t.is(await runcState(id, rootA), undefined, 'the source no longer runs');
-  t.is(await runcState(id, rootB), 'running');
+    await expectCountResumed(() => runcCount(id, rootB), before);
+    t.is(await runcState(id, rootA), undefined, 'the source no longer runs');
+    t.is(await runcState(id, rootB), 'running');
 
-  t.true((m.figures.frozenTimeMs ?? 0) > 0, "CRIU's frozen time is recorded");
-  t.true((m.figures.downtimeMs ?? 0) >= (m.figures.frozenTimeMs ?? 0), 'downtime covers the frozen time');
-  t.true((m.figures.bytesSent ?? 0) > 0);
-  t.true((m.figures.totalMs ?? 0) >= (m.figures.downtimeMs ?? 0));
-  t.log(
-    `downtime ${m.figures.downtimeMs} ms (CRIU frozen ${m.figures.frozenTimeMs} ms), ${m.figures.bytesSent} bytes, total ${m.figures.totalMs} ms`,
-  );
+    t.true((m.figures.frozenTimeMs ?? 0) > 0, "CRIU's frozen time is recorded");
+    t.true((m.figures.downtimeMs ?? 0) >= (m.figures.frozenTimeMs ?? 0), 'downtime covers the frozen time');
+    t.true((m.figures.bytesSent ?? 0) > 0);
+    t.true((m.figures.totalMs ?? 0) >= (m.figures.downtimeMs ?? 0));
+    const inside = await statsOn(rootB);
+    t.true(inside.maxGapMs > gapBefore, 'the migration is the longest gap the workload saw');
+    t.true(inside.maxGapMs >= (m.figures.frozenTimeMs ?? 0), 'the workload was stopped at least as long as CRIU froze it');
+    t.true(inside.maxGapMs <= (m.figures.downtimeMs ?? 0) + 250, 'the controller measured the downtime from outside, within a tick or two');
+    t.log(
+      `downtime: ${inside.maxGapMs} ms seen by the workload, ${m.figures.downtimeMs} ms by the controller, CRIU frozen ${m.figures.frozenTimeMs} ms; ${m.figures.bytesSent} bytes, total ${m.figures.totalMs} ms`,
+    );
 
-  const stepsStarted = events.filter((e) => e.type === 'step' && e.message.endsWith('started')).map((e) => e.step);
-  t.deepEqual(stepsStarted, ['preflight', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup']);
-  t.is(events.at(-1)?.type, 'finished');
-  t.deepEqual(
-    events.map((e) => e.seq),
-    events.map((_, i) => i + 1),
-    'events arrive once each, in order',
-  );
-  // Nothing of the migration is left in either store.
-  for (const n of ['a', 'b']) t.deepEqual(await cluster.controller.nodes.client(n).checkpoints(), [], `no checkpoint left on ${n}`);
-});
+    const stepsStarted = events.filter((e) => e.type === 'step' && e.message.endsWith('started')).map((e) => e.step);
+    t.deepEqual(stepsStarted, ['preflight', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup']);
+    t.is(events.at(-1)?.type, 'finished');
+    t.deepEqual(
+      events.map((e) => e.seq),
+      events.map((_, i) => i + 1),
+      'events arrive once each, in order',
+    );
+    // Nothing of the migration is left in either store.
+    for (const n of ['a', 'b']) t.deepEqual(await cluster.node(n).agent.checkpoints(), [], `no checkpoint left on ${n}`);
+  },
+);
 
 test.serial('bad requests: 400 naming the field, 404 for unknown nodes and containers, 409 for a second migration', async (t) => {
-  const migrate = (body: unknown) => cluster.client.migrate(body as Parameters<TestCluster['client']['migrate']>[0]);
+  const migrate = (body: unknown) => cluster.client().migrate(body as Parameters<ReturnType<TestCluster['client']>['migrate']>[0]);
   const noTarget = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'x' } }));
   t.is(codeOf(noTarget), 'bad_request');
   t.is(fieldOf(noTarget), 'targetNode');
@@ -110,12 +133,12 @@ test.serial('bad requests: 400 naming the field, 404 for unknown nodes and conta
   t.is(codeOf(noContainer), 'container_not_found');
 
   const id = await counterOn('a', 'twice');
-  const first = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
-  const second = await t.throwsAsync(cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' }));
+  const first = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+  const second = await t.throwsAsync(cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' }));
   t.is(codeOf(second), 'conflict');
   t.is(isFerryError(second) ? second.details?.migration : undefined, first.id);
   await eventsOf(first.id);
-  t.is((await cluster.client.migration(first.id)).status, 'succeeded');
+  t.is((await cluster.client().migration(first.id)).status, 'succeeded');
 });
 
 test.serial(
@@ -129,9 +152,9 @@ test.serial(
     await mkdir(path.join(cluster.node('b').runcRoot, id), { recursive: true });
     const before = await runcCount(id, rootA);
 
-    const accepted = await cluster.client.migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
+    const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
     const events = await eventsOf(accepted.id);
-    const m = await cluster.client.migration(accepted.id);
+    const m = await cluster.client().migration(accepted.id);
     t.is(m.status, 'failed');
     t.is(m.error?.step, 'restore', JSON.stringify(m.error));
     t.regex(m.rollback?.outcome ?? '', /restored on a from its own checkpoint/);

@@ -26,6 +26,16 @@ function controllerClient(program: Command): ControllerClient {
   return new ControllerClient(controller, controllerToken);
 }
 
+/** A commander parser that names the flag when the value is not a positive integer. */
+export function positiveInt(flag: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new FerryError('bad_request', `${flag} must be a positive integer of milliseconds, got '${v}'`);
+    return n;
+  };
+}
+
 export function migrationSummary(m: MigrationRecord): string {
   const f = m.figures;
   return fields([
@@ -54,9 +64,16 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .description('run the controller (standalone, embedded SQLite store)')
     .option('--listen <host:port>', `address to listen on (default 127.0.0.1:${DEFAULT_CONTROLLER_PORT}, $FERRY_CONTROLLER_LISTEN)`)
     .option('--database <file>', 'SQLite file (default /var/lib/ferry/controller.db, $FERRY_CONTROLLER_DB)')
-    .action(async (opts: { listen?: string; database?: string }) => {
+    .option('--agent-timeout <ms>', 'limit of quick calls to agents (probe, list, delete)', positiveInt('--agent-timeout'), 15_000)
+    .option('--agent-long-timeout <ms>', 'limit of checkpoint, restore and transfer calls', positiveInt('--agent-long-timeout'), 1_800_000)
+    .action(async (opts: { listen?: string; database?: string; agentTimeout: number; agentLongTimeout: number }) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
-      const cfg = controllerConfig({ ...opts, ...(controllerToken ? { token: controllerToken } : {}) });
+      const cfg = controllerConfig({
+        ...(opts.listen ? { listen: opts.listen } : {}),
+        ...(opts.database ? { database: opts.database } : {}),
+        ...(controllerToken ? { token: controllerToken } : {}),
+        agentTimeouts: { quickMs: opts.agentTimeout, longMs: opts.agentLongTimeout },
+      });
       const c = await startController(cfg, !ctx.json());
       console.error(
         `ferry controller listening on ${c.url}; store ${cfg.database}${c.recovered.length ? `; settling ${c.recovered.length} unfinished migration(s)` : ''}`,
@@ -99,7 +116,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--to <node>', 'target node')
     .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices([...RUNTIME_NAMES]).makeOptionMandatory())
     .addOption(new Option('--strategy <strategy>', 'migration strategy').choices([...STRATEGIES]).default('auto'))
-    .option('--max-downtime <ms>', 'downtime target for pre-copy', (v) => Number(v))
+    .option('--max-downtime <ms>', 'downtime target for pre-copy', positiveInt('--max-downtime'))
     .option('--no-follow', 'return once the migration is accepted')
     .action(
       async (

@@ -82,8 +82,11 @@ program
   .option('--state-dir <dir>', 'images and bundles (default /var/lib/ferry, $FERRY_STATE_DIR)')
   .option('--runtimes <list>', 'enabled runtimes (default runc,podman,docker, $FERRY_RUNTIMES)')
   .option('--runc-root <dir>', "runc's state root (Kubernetes nodes: the CRI runtime's)")
+  .option('--podman-root <dir>', "a podman store of this agent's own (several nodes on one machine; default: the host's store)")
+  .option('--podman-runroot <dir>', 'its podman --runroot (default: /run/ferry/podman/<hash of the root>)')
   .option('--criu <path>', 'criu binary (default criu from PATH, $FERRY_CRIU)')
   .option('--docker-socket <path>', 'Docker Engine socket')
+  .option('--transfer-stall-ms <ms>', 'fail a transfer between agents after this long without progress (default 30000)')
   .action(async (opts: Record<string, string | undefined>) => {
     const cfg = agentConfig({ ...opts, token: globals().token });
     const { url, agent } = await startAgent(cfg, !globals().json);

@@ -9,7 +9,7 @@ export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
 
 export class ControllerClient extends ApiClient {
   constructor(url: string, token: string) {
-    super(url, token, 'the controller', 'start it with `ferry controller` or pass --controller URL');
+    super(url, token, { what: 'the controller', startHint: 'start it with `ferry controller` or pass --controller URL' });
   }
 
   registerNode(name: string, url: string, token: string): Promise<PublicNode> {

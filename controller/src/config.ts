@@ -10,11 +10,23 @@ export interface ControllerConfig {
   /** SQLite file of the embedded store (standalone mode). */
   database: string;
   healthCheckMs: number;
+  /**
+   * Calls to agents: quick ones (probe, list, delete) fail fast so a silent node is noticed and rollback
+   * moves on; long ones (checkpoint, restore, transfer) are bounded too, and agents also end a transfer
+   * that stops moving (their own stall limit).
+   */
+  agentTimeouts: { quickMs: number; longMs: number };
 }
 
 export const DEFAULT_CONTROLLER_PORT = 7080;
 
-export function controllerConfig(opts: { listen?: string; token?: string; database?: string; healthCheckMs?: number }): ControllerConfig {
+export function controllerConfig(opts: {
+  listen?: string;
+  token?: string;
+  database?: string;
+  healthCheckMs?: number;
+  agentTimeouts?: { quickMs: number; longMs: number };
+}): ControllerConfig {
   const token = opts.token ?? process.env.FERRY_CONTROLLER_TOKEN;
   if (!token) {
     throw new FerryError('bad_request', 'no controller token: --token or FERRY_CONTROLLER_TOKEN is required', {
@@ -26,5 +38,6 @@ export function controllerConfig(opts: { listen?: string; token?: string; databa
     token,
     database: path.resolve(opts.database ?? process.env.FERRY_CONTROLLER_DB ?? '/var/lib/ferry/controller.db'),
     healthCheckMs: opts.healthCheckMs ?? 10_000,
+    agentTimeouts: opts.agentTimeouts ?? { quickMs: 15_000, longMs: 30 * 60_000 },
   };
 }

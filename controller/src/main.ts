@@ -20,7 +20,7 @@ export interface RunningController {
 
 export async function startController(cfg: ControllerConfig, logger = true): Promise<RunningController> {
   const db: Db = openDatabase(cfg.database);
-  const nodes = new NodeRegistry(new NodeRepo(db));
+  const nodes = new NodeRegistry(new NodeRepo(db), cfg.agentTimeouts);
   const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
   const recovered = orchestrator.recover();
   const app = await buildControllerApi({ orchestrator, nodes, token: cfg.token, logger });

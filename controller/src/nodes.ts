@@ -2,6 +2,7 @@
  * The nodes the controller can migrate between. Registering probes the agent first (a node that does not
  * answer with its token is refused), and a periodic health check keeps `healthy` and capabilities fresh.
  */
+import type { ClientTimeouts } from '../../agent/src/api-client.js';
 import { AgentClient } from '../../agent/src/client.js';
 import { FerryError, isFerryError } from '../../agent/src/errors.js';
 import type { NodeRecord, NodeRepo } from './store/nodes.js';
@@ -11,10 +12,13 @@ export type PublicNode = Omit<NodeRecord, 'token'>;
 export class NodeRegistry {
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly repo: NodeRepo) {}
+  constructor(
+    private readonly repo: NodeRepo,
+    private readonly timeouts: ClientTimeouts = {},
+  ) {}
 
   async register(name: string, url: string, token: string): Promise<PublicNode> {
-    const client = new AgentClient(url, token);
+    const client = new AgentClient(url, token, { timeouts: this.timeouts });
     const capabilities = await client.node(true).catch((err: unknown) => {
       if (isFerryError(err) && err.code === 'unauthorized') {
         throw new FerryError('bad_request', `the agent at ${url} refused the token`, {
@@ -40,7 +44,7 @@ export class NodeRegistry {
 
   client(name: string): AgentClient {
     const node = this.get(name);
-    return new AgentClient(node.url, node.token);
+    return new AgentClient(node.url, node.token, { timeouts: this.timeouts });
   }
 
   list(): PublicNode[] {
@@ -56,7 +60,7 @@ export class NodeRegistry {
     await Promise.all(
       this.repo.list().map(async (n) => {
         try {
-          this.repo.markHealthy(n.name, await new AgentClient(n.url, n.token).node());
+          this.repo.markHealthy(n.name, await new AgentClient(n.url, n.token, { timeouts: this.timeouts }).node());
         } catch (err) {
           this.repo.markUnhealthy(n.name, (err as Error).message);
         }

@@ -1,20 +1,23 @@
 /**
  * A cluster on one machine for migration tests: each node is a network namespace (e2e/support/netns.ts)
  * running a real `ferry agent` process with its own state directory and runc root, reached over real
- * TCP; the controller runs in this process, in the host namespace, on its own SQLite file.
+ * TCP; the controller is a real `ferry controller` process in the host namespace with its own SQLite
+ * file, so tests can kill it mid-migration and start it again on the same store.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AgentClient } from '../../agent/src/client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import { ControllerClient } from '../../controller/src/client.js';
-import { type RunningController, startController } from '../../controller/src/main.js';
-import { createTestNetwork, type NodeProcess, startProcessIn, type TestNetwork } from './netns.js';
+import { createTestNetwork, type NodeProcess, startProcess, startProcessIn, type TestNetwork } from './netns.js';
 
 const FERRY = fileURLToPath(new URL('../../bin/ferry.js', import.meta.url));
 const AGENT_PORT = 7070;
+/** Short limits, so that fault tests end in seconds: a silent transfer fails after this long. */
+export const TEST_STALL_MS = 3_000;
 
 export interface ClusterNode {
   name: string;
@@ -23,16 +26,22 @@ export interface ClusterNode {
   stateDir: string;
   runcRoot: string;
   process: NodeProcess;
+  agent: AgentClient;
 }
 
 export interface TestCluster {
   net: TestNetwork;
-  controller: RunningController;
-  client: ControllerClient;
+  controllerToken: string;
+  /** The client of the controller now running (a restart makes a new one). */
+  client(): ControllerClient;
+  controllerProcess(): NodeProcess;
   node(name: string): ClusterNode;
-  /** Kills a node's agent (SIGKILL: no goodbye), for fault tests. Its containers keep running. */
+  /** SIGKILL: no goodbye. A killed agent's containers keep running, as on a real node. */
   killAgent(name: string): Promise<void>;
   startAgent(name: string): Promise<ClusterNode>;
+  killController(): Promise<void>;
+  /** Starts the controller again on the same database; it settles what it finds unfinished. */
+  startController(): Promise<ControllerClient>;
   destroy(): Promise<void>;
 }
 
@@ -44,7 +53,9 @@ export async function startTestCluster(
   const scratch = await mkdtemp(path.join(os.tmpdir(), `ferry-cluster-${tag}-`));
   const net = await createTestNetwork(tag, names, opts.subnet ? { subnet: opts.subnet } : {});
   const nodes = new Map<string, ClusterNode>();
-  const token = randomBytes(16).toString('hex');
+  const agentToken = randomBytes(16).toString('hex');
+  const controllerToken = randomBytes(16).toString('hex');
+  let controller: { process: NodeProcess; client: ControllerClient } | undefined;
 
   const startAgent = async (name: string): Promise<ClusterNode> => {
     const address = net.node(name).address;
@@ -53,55 +64,71 @@ export async function startTestCluster(
     await mkdir(runcRoot, { recursive: true });
     const argv = [process.execPath, FERRY, '--json', 'agent', '--listen', `${address}:${AGENT_PORT}`, '--node', name];
     argv.push('--state-dir', stateDir, '--runtimes', opts.runtimes.join(','), '--runc-root', runcRoot);
+    argv.push('--transfer-stall-ms', String(TEST_STALL_MS));
     const proc = await startProcessIn(net, name, argv, {
       readyLine: /listening on/,
       timeoutMs: 30_000,
-      env: { ...process.env, FERRY_TOKEN: token },
+      env: { ...process.env, FERRY_TOKEN: agentToken },
     });
-    const node = { name, url: `http://${address}:${AGENT_PORT}`, token, stateDir, runcRoot, process: proc };
+    const url = `http://${address}:${AGENT_PORT}`;
+    const node = { name, url, token: agentToken, stateDir, runcRoot, process: proc, agent: new AgentClient(url, agentToken) };
     nodes.set(name, node);
     return node;
   };
 
-  let controller: RunningController | undefined;
-  try {
-    await Promise.all(names.map(startAgent));
-    const controllerToken = randomBytes(16).toString('hex');
-    controller = await startController(
-      { host: '127.0.0.1', port: 0, token: controllerToken, database: path.join(scratch, 'controller.db'), healthCheckMs: 60_000 },
-      false,
-    );
-    const client = new ControllerClient(controller.url, controllerToken);
-    for (const n of nodes.values()) await client.registerNode(n.name, n.url, n.token);
-    const started = controller;
-    const node = (name: string): ClusterNode => {
-      const n = nodes.get(name);
-      if (!n) throw new Error(`no node ${name} in this cluster`);
-      return n;
-    };
-    return {
-      net,
-      controller: started,
-      client,
-      node,
-      async killAgent(name) {
-        const n = node(name);
-        n.process.child.kill('SIGKILL');
-        await n.process.stop();
-      },
-      startAgent,
-      async destroy() {
-        await started.close();
-        await Promise.all([...nodes.values()].map((n) => n.process.stop()));
-        await net.destroy();
-        await rm(scratch, { recursive: true, force: true });
-      },
-    };
-  } catch (err) {
-    await controller?.close();
+  const startController = async (): Promise<ControllerClient> => {
+    const argv = [process.execPath, FERRY, '--json', '--controller-token', controllerToken, 'controller', '--listen', '127.0.0.1:0'];
+    argv.push('--database', path.join(scratch, 'controller.db'), '--agent-timeout', '3000', '--agent-long-timeout', '120000');
+    const proc = await startProcess(argv, { readyLine: /listening on/, timeoutMs: 30_000 });
+    const url = /listening on (http:\/\/\S+?);/.exec(proc.output())?.[1];
+    if (!url) throw new Error(`the controller did not say where it listens:\n${proc.output()}`);
+    controller = { process: proc, client: new ControllerClient(url, controllerToken) };
+    return controller.client;
+  };
+
+  const node = (name: string): ClusterNode => {
+    const n = nodes.get(name);
+    if (!n) throw new Error(`no node ${name} in this cluster`);
+    return n;
+  };
+  const stopAll = async () => {
+    await controller?.process.stop();
     await Promise.all([...nodes.values()].map((n) => n.process.stop()));
     await net.destroy();
     await rm(scratch, { recursive: true, force: true });
+  };
+
+  try {
+    await Promise.all(names.map(startAgent));
+    const client = await startController();
+    for (const n of nodes.values()) await client.registerNode(n.name, n.url, n.token);
+  } catch (err) {
+    await stopAll();
     throw err;
   }
+  const running = () => {
+    if (!controller) throw new Error('the controller is not running');
+    return controller;
+  };
+  return {
+    net,
+    controllerToken,
+    client: () => running().client,
+    controllerProcess: () => running().process,
+    node,
+    async killAgent(name) {
+      const n = node(name);
+      n.process.child.kill('SIGKILL');
+      await n.process.stop();
+    },
+    startAgent,
+    async killController() {
+      const c = running();
+      c.process.child.kill('SIGKILL');
+      await c.process.stop();
+      controller = undefined;
+    },
+    startController,
+    destroy: stopAll,
+  };
 }

@@ -32,6 +32,11 @@ export interface TestNetwork {
   cut(name: string): Promise<void>;
   /** Resolves once the link forwards again. */
   heal(name: string): Promise<void>;
+  /**
+   * Limits what a node sends (token bucket on its eth0), so a transfer lasts long enough for a fault to
+   * land in its middle; `undefined` lifts the limit.
+   */
+  throttle(name: string, mbitPerS: number | undefined): Promise<void>;
   /** Runs argv inside the node's namespace; only the network namespace differs from the caller's. */
   spawnIn(name: string, argv: string[], opts?: SpawnOptions): ChildProcess;
   /** Kills what spawnIn started and is still running, removes everything; never throws on pieces already gone. */
@@ -231,6 +236,13 @@ export async function createTestNetwork(tag: string, nodeNames: string[], opts: 
       await ip('link', 'set', node(name).hostIface, 'up');
       await waitForwarding(node(name));
     },
+    throttle: async (name, mbitPerS) => {
+      const inNode = ['--net=/run/netns/' + node(name).netns, '--', 'tc', 'qdisc'];
+      await quietly(run('nsenter', [...inNode, 'del', 'dev', 'eth0', 'root']));
+      if (mbitPerS !== undefined) {
+        await run('nsenter', [...inNode, 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', `${mbitPerS}mbit`, 'burst', '32kb', 'latency', '2s']);
+      }
+    },
     spawnIn: (name, argv, spawnOpts = {}) => {
       const [cmd, ...args] = argv;
       if (cmd === undefined) throw new Error('spawnIn needs a command');
@@ -264,16 +276,34 @@ export async function createTestNetwork(tag: string, nodeNames: string[], opts: 
  * readyLine (at once when there is none). Rejects with the collected output if the process exits first
  * or is not ready within timeoutMs (default 10 s), and then leaves nothing running.
  */
-export async function startProcessIn(
-  net: TestNetwork,
-  nodeName: string,
+export function startProcessIn(net: TestNetwork, nodeName: string, argv: string[], opts: ProcessOptions = {}): Promise<NodeProcess> {
+  return startWith((a, o) => net.spawnIn(nodeName, a, o), argv, opts, `in node ${nodeName}`);
+}
+
+/** The same, in the host's own namespace (the controller, which reaches every node over the bridge). */
+export function startProcess(argv: string[], opts: ProcessOptions = {}): Promise<NodeProcess> {
+  const [cmd, ...args] = argv;
+  if (cmd === undefined) throw new Error('startProcess needs a command');
+  return startWith((_a, o) => spawn(cmd, args, o), argv, opts, 'on the host');
+}
+
+export interface ProcessOptions {
+  readyLine?: RegExp;
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+async function startWith(
+  spawnIt: (argv: string[], opts: SpawnOptions) => ChildProcess,
   argv: string[],
-  opts: { readyLine?: RegExp; timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  opts: ProcessOptions,
+  where: string,
 ): Promise<NodeProcess> {
   const { timeoutMs = 10_000, env, cwd } = opts;
   // A /g or /y pattern keeps lastIndex between test() calls and would skip matches.
   const readyLine = opts.readyLine && new RegExp(opts.readyLine.source, opts.readyLine.flags.replace(/[gy]/g, ''));
-  const child = net.spawnIn(nodeName, argv, { stdio: ['ignore', 'pipe', 'pipe'], env, cwd });
+  const child = spawnIt(argv, { stdio: ['ignore', 'pipe', 'pipe'], env, cwd });
   let out = '';
   let exitInfo: string | undefined;
   const exited = new Promise<void>((resolve) => {
@@ -294,7 +324,7 @@ export async function startProcessIn(
     await exited;
     clearTimeout(timer);
   };
-  const what = `${argv.join(' ')} in node ${nodeName}`;
+  const what = `${argv.join(' ')} ${where}`;
 
   await new Promise<void>((resolve, reject) => {
     let settled = false;

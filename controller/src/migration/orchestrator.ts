@@ -169,9 +169,11 @@ export class Orchestrator {
     const runtime = m.source.runtime;
     try {
       await this.step(m, 'preflight', async () => {
+        // The agents' cached probes: CRIU and the kernel do not change under a running agent, and a fresh
+        // probe (criu check on both nodes) would add half a second to every migration.
         const [sourceCaps, targetCaps, taken] = await Promise.all([
-          source.node(true),
-          target.node(true),
+          source.node(),
+          target.node(),
           target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
         ]);
         checkCompatibility(sourceCaps, targetCaps, runtime);
@@ -295,26 +297,27 @@ export class Orchestrator {
     const tryTo = async (what: string, p: Promise<unknown>) => {
       await p.catch((e: unknown) => notes.push(`${what} failed: ${(e as Error).message}`));
     };
-    // The target first: a copy there must be gone before the source runs again.
+    // The target's copy first: it must be gone before the source runs again.
     if (failedStep !== 'preflight' && failedStep !== 'checkpoint') {
       await tryTo(
         `removing ${m.target.containerName} on ${m.target.node}`,
         target.removeContainer(m.source.runtime, m.target.containerName),
       );
-      await tryTo(`deleting ${m.checkpointId} on ${m.target.node}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId)));
     }
     const sourceRunning = await runningOn(source, m.source.runtime, m.source.containerName);
-    let outcome: string;
-    if (sourceRunning === true) {
-      outcome = `${m.source.containerName} kept running on ${m.source.node}`;
-    } else {
-      const restored = await this.restoreSource(m, source);
-      outcome = restored;
+    const outcome =
+      sourceRunning === true ? `${m.source.containerName} kept running on ${m.source.node}` : await this.restoreSource(m, source);
+    // Deleting the source's checkpoint ends a send still under way (a restarted controller finds one), so
+    // the target's copy is deleted after it: either it arrived whole and goes now, or it never lands.
+    await tryTo(`deleting ${m.checkpointId} on ${m.source.node}`, ignoreNotFound(source.deleteCheckpoint(m.checkpointId)));
+    if (failedStep !== 'preflight' && failedStep !== 'checkpoint') {
+      await tryTo(`deleting ${m.checkpointId} on ${m.target.node}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId)));
     }
-    if (notes.length) outcome += `; ${notes.join('; ')}`;
-    m.rollback = { reason: m.error.message, outcome };
+    let result = outcome;
+    if (notes.length) result += `; ${notes.join('; ')}`;
+    m.rollback = { reason: m.error.message, outcome: result };
     m.status = m.error.code === 'cancelled' ? 'cancelled' : 'failed';
-    this.emit(m, { type: 'rollback', step: 'rollback', message: outcome });
+    this.emit(m, { type: 'rollback', step: 'rollback', message: result });
     this.finish(m);
   }
 
@@ -332,7 +335,6 @@ export class Orchestrator {
     // A stopped source (podman, docker) still holds its name; the checkpoint has everything it had.
     await source.removeContainer(m.source.runtime, m.source.containerName);
     await source.restore(m.checkpointId, { name: m.source.containerName });
-    await ignoreNotFound(source.deleteCheckpoint(m.checkpointId)).catch(() => undefined);
     return `${m.source.containerName} restored on ${m.source.node} from its own checkpoint ${m.checkpointId}`;
   }
 
