@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../agent/src/client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import { ControllerClient } from '../../controller/src/client.js';
+import { type PodmanStore, podmanStore, removePodmanStores } from './podman-store.js';
 import { createTestNetwork, type NodeProcess, startProcess, startProcessIn, type TestNetwork } from './netns.js';
 
 const FERRY = fileURLToPath(new URL('../../bin/ferry.js', import.meta.url));
@@ -25,6 +26,8 @@ export interface ClusterNode {
   token: string;
   stateDir: string;
   runcRoot: string;
+  /** The node's own podman store (agent --podman-root), so nodes on one machine do not share containers. */
+  podman: PodmanStore;
   process: NodeProcess;
   agent: AgentClient;
 }
@@ -61,17 +64,19 @@ export async function startTestCluster(
     const address = net.node(name).address;
     const stateDir = path.join(scratch, name, 'state');
     const runcRoot = path.join(scratch, name, 'runc');
+    const podman = podmanStore(path.join(scratch, name, 'podman'));
     await mkdir(runcRoot, { recursive: true });
     const argv = [process.execPath, FERRY, '--json', 'agent', '--listen', `${address}:${AGENT_PORT}`, '--node', name];
     argv.push('--state-dir', stateDir, '--runtimes', opts.runtimes.join(','), '--runc-root', runcRoot);
     argv.push('--transfer-stall-ms', String(TEST_STALL_MS));
+    if (opts.runtimes.includes('podman')) argv.push('--podman-root', podman.root);
     const proc = await startProcessIn(net, name, argv, {
       readyLine: /listening on/,
       timeoutMs: 30_000,
       env: { ...process.env, FERRY_TOKEN: agentToken },
     });
     const url = `http://${address}:${AGENT_PORT}`;
-    const node = { name, url, token: agentToken, stateDir, runcRoot, process: proc, agent: new AgentClient(url, agentToken) };
+    const node = { name, url, token: agentToken, stateDir, runcRoot, podman, process: proc, agent: new AgentClient(url, agentToken) };
     nodes.set(name, node);
     return node;
   };
@@ -94,6 +99,7 @@ export async function startTestCluster(
   const stopAll = async () => {
     await controller?.process.stop();
     await Promise.all([...nodes.values()].map((n) => n.process.stop()));
+    if (opts.runtimes.includes('podman')) await removePodmanStores([...nodes.values()].map((n) => n.podman));
     await net.destroy();
     await rm(scratch, { recursive: true, force: true });
   };

@@ -6,10 +6,11 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { mkdtemp, readdir, readFile, rm, rmdir } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestAgent } from '../../../e2e/support/agent.js';
+import { removePodmanStores } from '../../../e2e/support/podman-store.js';
 import {
   busyboxRootfs,
   COUNT_FILE,
@@ -51,35 +52,9 @@ test.before(async () => {
 
 test.after.always(async () => {
   if (!scratch) return;
-  // Running containers first: a migrated container's stopped original in A has the running copy's id.
-  for (const s of [...stores].reverse()) await execa('podman', [...s.args, 'rm', '--all', '--force', '--time', '0'], { reject: false });
-  // conmon runs `podman container cleanup` after `rm` has returned; that podman mounts the store's overlay
-  // home while it runs, and would recreate a store removed under it.
-  await waitFor(
-    () => processesNaming(stores.map((s) => s.root)),
-    (pids) => pids.length === 0,
-    { timeoutMs: 20_000, everyMs: 100, what: 'podman and conmon of the private stores to exit' },
-  ).catch(() => undefined);
-  const runroots = stores.map((s) => defaultPodmanRunroot(s.root));
-  const left = await mountsUnder([scratch, ...runroots]);
-  for (const m of left.reverse()) await execa('umount', ['--lazy', m], { reject: false });
+  await removePodmanStores(stores);
   await rm(scratch, { recursive: true, force: true });
-  for (const r of runroots) await rm(r, { recursive: true, force: true });
-  // Other agents on this machine may have stores there too: only empty parents go.
-  for (const d of ['/run/ferry/podman', '/run/ferry']) await rmdir(d).catch(() => undefined);
-  if (left.length) throw new Error(`podman left mounts under its private stores: ${left.join(', ')}`);
 });
-
-async function processesNaming(paths: string[]): Promise<string[]> {
-  const pids = (await readdir('/proc')).filter((p) => /^\d+$/.test(p));
-  const cmdlines = await Promise.all(pids.map((p) => readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')));
-  return pids.filter((_, i) => paths.some((p) => cmdlines[i]?.split('\0').includes(p)));
-}
-
-async function mountsUnder(dirs: string[]): Promise<string[]> {
-  const points = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '');
-  return points.filter((p) => dirs.some((d) => p === d || p.startsWith(`${d}/`)));
-}
 
 const count = (s: Store, name: string) => readCount(() => s.driver.exec(name, ['cat', COUNT_FILE]));
 

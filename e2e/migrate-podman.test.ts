@@ -1,0 +1,60 @@
+/**
+ * Live migration of a podman container between two nodes (network namespaces, real agents each with a
+ * podman store of its own, real CRIU): the count continues on the target, the source's container is gone.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { IMAGE } from '../agent/test/runtimes/harness.js';
+import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { COUNT_FILE, COUNTER_ARGV, expectCountResumed, importBusyboxImage, readCount, waitFor } from './support/workload.js';
+
+let cluster: TestCluster;
+let scratch: string;
+const tag = `p${process.pid % 100000}`;
+
+test.before(async () => {
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-migrate-podman-'));
+  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['podman'], subnet: `10.81.${process.pid % 250}.0/24` });
+  // podman restores onto the image id recorded in the checkpoint: both nodes get the same image.
+  for (const n of ['a', 'b']) await importBusyboxImage('podman', IMAGE, scratch, cluster.node(n).podman.args);
+});
+
+test.after.always(async () => {
+  await cluster?.destroy();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+/** podman in a node: its store, and its network namespace, where that node's agent runs podman too. */
+const podmanOn = (node: string, args: string[]) =>
+  execa('nsenter', [`--net=/run/netns/${cluster.net.node(node).netns}`, '--', 'podman', ...cluster.node(node).podman.args, ...args]);
+const countOn = (node: string, name: string) => readCount(async () => (await podmanOn(node, ['exec', name, 'cat', COUNT_FILE])).stdout);
+const stateOn = async (node: string, name: string) => {
+  const r = await podmanOn(node, ['container', 'inspect', '--format', '{{.State.Status}}', name]).catch(() => undefined);
+  return r?.stdout.trim() || undefined;
+};
+
+test.serial('podman: a counting container moves from a to b and keeps counting; the source is removed', async (t) => {
+  const name = `mig-podman-${process.pid}`;
+  await podmanOn('a', ['run', '-d', '--name', name, IMAGE, ...COUNTER_ARGV]);
+  const before = await waitFor(
+    () => countOn('a', name),
+    (n) => n >= 3,
+    { what: `${name} to count` },
+  );
+
+  const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
+  for await (const _ of cluster.client().events(accepted.id)) {
+    // drained when the migration finishes
+  }
+  const m = await cluster.client().migration(accepted.id);
+  t.is(m.status, 'succeeded', JSON.stringify(m.error));
+  t.is(m.strategy?.used, 'stopcopy');
+  await expectCountResumed(() => countOn('b', name), before);
+  t.is(await stateOn('a', name), undefined, 'the source container is gone');
+  t.is(await stateOn('b', name), 'running');
+  t.true((m.figures.frozenTimeMs ?? 0) > 0);
+  t.log(`downtime ${m.figures.downtimeMs} ms (CRIU frozen ${m.figures.frozenTimeMs} ms), total ${m.figures.totalMs} ms`);
+});
