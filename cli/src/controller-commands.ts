@@ -44,6 +44,8 @@ export function migrationSummary(m: MigrationRecord): string {
     ['container', `${m.source.containerName} (${m.source.runtime})`],
     ['from -> to', `${m.source.node} -> ${m.target.node}`],
     ['strategy', m.strategy ? `${m.strategy.used} (${m.strategy.reason})` : '-'],
+    ['pre-copy rounds', m.rounds.length ? `${m.rounds.length} (${m.precopyStop ?? 'under way'})` : undefined],
+    ['estimated downtime', ms(f.estimatedDowntimeMs)],
     ['CRIU frozen time', ms(f.frozenTimeMs)],
     ['downtime (dump start to restored)', ms(f.downtimeMs)],
     ['transferred', f.bytesSent === undefined ? '-' : `${bytes(f.bytesSent)} in ${ms(f.transferMs)}`],

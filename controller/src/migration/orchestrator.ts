@@ -11,6 +11,7 @@ import { FerryError, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { MigrationRepo } from '../store/migrations.js';
+import { decideAfterRound, estimateDowntimeMs, type RoundFigures } from './precopy.js';
 import { checkCompatibility, chooseStrategy } from './preflight.js';
 import { isFinished, type MigrationEvent, type MigrationRecord, type MigrationRequest, type Step } from './types.js';
 
@@ -191,10 +192,20 @@ export class Orchestrator {
         });
       });
 
+      const peer = { url: target.url, token: this.nodes.get(m.target.node).token };
+      if (m.strategy?.used === 'precopy') await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
+
       let frozenAt = 0;
       await this.step(m, 'checkpoint', async () => {
         frozenAt = performance.now();
-        const ck = await source.checkpoint({ runtime, container: m.source.containerId, id: m.checkpointId, leaveRunning: false });
+        const parent = m.rounds.at(-1)?.checkpointId;
+        const ck = await source.checkpoint({
+          runtime,
+          container: m.source.containerId,
+          id: m.checkpointId,
+          leaveRunning: false,
+          ...(parent ? { parent } : {}),
+        });
         m.figures.dumpMs = ck.timings?.checkpointMs;
         m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
         this.emit(m, {
@@ -206,7 +217,8 @@ export class Orchestrator {
       });
 
       await this.step(m, 'transfer', async () => {
-        const sent = await source.send(m.checkpointId, { url: target.url, token: this.nodes.get(m.target.node).token });
+        // Rounds already on the target are skipped: only the final delta and the non-memory state move now.
+        const sent = await source.send(m.checkpointId, peer);
         m.figures.transferMs = sent.ms;
         m.figures.bytesSent = sent.bytes;
         m.figures.bandwidthBytesPerSecond = sent.bytesPerSecond;
@@ -236,14 +248,66 @@ export class Orchestrator {
     }
   }
 
+  /**
+   * Pre-dumps while the container runs, each on top of the previous and sent to the target at once, until
+   * decideAfterRound says a final dump now costs little enough or more rounds cannot help.
+   */
+  private async precopyRounds(m: MigrationRecord, source: AgentClient, peer: { url: string; token: string }): Promise<void> {
+    const limits = { maxDowntimeMs: m.request.maxDowntimeMs, maxRounds: m.request.maxRounds, maxBytesFactor: m.request.maxBytesFactor };
+    for (let i = m.rounds.length + 1; ; i++) {
+      if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', `cancelled before pre-copy round ${i}`);
+      const id = `${m.checkpointId}-r${i}`;
+      const parent = m.rounds.at(-1)?.checkpointId;
+      const t0 = performance.now();
+      const ck = await source.checkpoint({
+        runtime: m.source.runtime,
+        container: m.source.containerId,
+        id,
+        preDump: true,
+        ...(parent ? { parent } : {}),
+      });
+      const dumpMs = elapsed(t0);
+      const sent = await source.send(id, peer);
+      const figures = {
+        frozenTimeMs: ck.stats?.frozenTimeMs ?? 0,
+        pagesWritten: ck.stats?.pagesWritten ?? 0,
+        bandwidthBytesPerSecond: sent.bytesPerSecond,
+      };
+      const round: RoundFigures = {
+        round: i,
+        checkpointId: id,
+        ...figures,
+        dumpMs,
+        bytesSent: sent.bytes,
+        transferMs: sent.ms,
+        estimatedDowntimeMs: estimateDowntimeMs(figures),
+      };
+      m.rounds.push(round);
+      m.figures.estimatedDowntimeMs = round.estimatedDowntimeMs;
+      this.repo.save(m);
+      this.emit(m, {
+        type: 'round',
+        step: 'rounds',
+        message: `round ${i}: ${round.pagesWritten} pages, ${round.bytesSent} bytes in ${round.transferMs} ms; a final dump now would cost about ${round.estimatedDowntimeMs} ms`,
+        data: { ...round },
+      });
+      const decision = decideAfterRound(m.rounds, limits);
+      if (decision.action === 'final-dump') {
+        m.precopyStop = decision.reason;
+        this.emit(m, { type: 'progress', step: 'rounds', message: `rounds end: ${decision.reason}` });
+        return;
+      }
+    }
+  }
+
   /** Best effort: a leftover here costs disk, not the workload, so it is reported and never fails the migration. */
   private async cleanUp(m: MigrationRecord, source: AgentClient, target: AgentClient): Promise<void> {
     const leftovers: string[] = [];
     const attempt = (what: string, p: Promise<unknown>) => p.catch((err: unknown) => leftovers.push(`${what}: ${(err as Error).message}`));
     await Promise.all([
       attempt(`source container ${m.source.containerName}`, source.removeContainer(m.source.runtime, m.source.containerId)),
-      attempt(`source checkpoint ${m.checkpointId}`, ignoreNotFound(source.deleteCheckpoint(m.checkpointId))),
-      attempt(`target checkpoint ${m.checkpointId}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId))),
+      attempt(`source checkpoints of ${m.checkpointId}`, deleteChain(source, m)),
+      attempt(`target checkpoints of ${m.checkpointId}`, deleteChain(target, m)),
     ]);
     if (leftovers.length) this.emit(m, { type: 'progress', step: 'cleanup', message: `left behind: ${leftovers.join('; ')}` });
   }
@@ -309,10 +373,8 @@ export class Orchestrator {
       sourceRunning === true ? `${m.source.containerName} kept running on ${m.source.node}` : await this.restoreSource(m, source);
     // Deleting the source's checkpoint ends a send still under way (a restarted controller finds one), so
     // the target's copy is deleted after it: either it arrived whole and goes now, or it never lands.
-    await tryTo(`deleting ${m.checkpointId} on ${m.source.node}`, ignoreNotFound(source.deleteCheckpoint(m.checkpointId)));
-    if (failedStep !== 'preflight' && failedStep !== 'checkpoint') {
-      await tryTo(`deleting ${m.checkpointId} on ${m.target.node}`, ignoreNotFound(target.deleteCheckpoint(m.checkpointId)));
-    }
+    await tryTo(`deleting ${m.checkpointId} on ${m.source.node}`, deleteChain(source, m));
+    if (failedStep !== 'preflight') await tryTo(`deleting ${m.checkpointId} on ${m.target.node}`, deleteChain(target, m));
     let result = outcome;
     if (notes.length) result += `; ${notes.join('; ')}`;
     m.rollback = { reason: m.error.message, outcome: result };
@@ -393,6 +455,17 @@ async function verifyRunning(target: AgentClient, m: MigrationRecord): Promise<v
     throw new FerryError('runtime_failed', `${m.target.containerName} does not run on ${m.target.node} after its restore`, {
       hint: 'see the target agent log',
     });
+  }
+}
+
+/**
+ * The final checkpoint, a round that may have been under way when things stopped, then the recorded rounds
+ * newest first: a store refuses to delete a parent before its child.
+ */
+async function deleteChain(client: AgentClient, m: MigrationRecord): Promise<void> {
+  const inFlight = m.strategy?.used === 'precopy' ? [`${m.checkpointId}-r${m.rounds.length + 1}`] : [];
+  for (const id of [m.checkpointId, ...inFlight, ...m.rounds.map((r) => r.checkpointId).reverse()]) {
+    await ignoreNotFound(client.deleteCheckpoint(id));
   }
 }
 

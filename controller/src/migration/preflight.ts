@@ -67,9 +67,16 @@ export function chooseStrategy(
       reason: 'the Docker Engine API has no pre-dump, so pre-copy rounds are impossible through docker',
     };
   }
+  if (runtime === 'podman') {
+    return {
+      requested,
+      used: 'stopcopy',
+      reason: 'podman keeps one pre-checkpoint per container and cannot chain rounds; iterative pre-copy runs through runc',
+    };
+  }
   return {
     requested,
-    used: 'stopcopy',
-    reason: 'pre-copy rounds are not implemented in this version of the controller yet (issue 3 slice 2)',
+    used: 'precopy',
+    reason: `${source.node} tracks dirty memory (mem_dirty_track), so rounds re-send only what changed`,
   };
 }

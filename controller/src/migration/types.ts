@@ -1,5 +1,6 @@
 /** The shape of a migration: what was asked, and the record the controller journals as it goes. */
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
+import type { RoundFigures } from './precopy.js';
 
 export const STRATEGIES = ['auto', 'precopy', 'stopcopy', 'postcopy'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
@@ -19,7 +20,7 @@ export interface MigrationRequest {
  * The steps in order. Each is journaled (step + "started" event) before it acts, so a restarted controller
  * knows what may have happened and settles from there.
  */
-export const STEPS = ['preflight', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup'] as const;
+export const STEPS = ['preflight', 'rounds', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup'] as const;
 export type Step = (typeof STEPS)[number] | 'rollback' | 'done';
 
 export type MigrationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -58,7 +59,10 @@ export interface MigrationRecord {
   strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
   /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
   checkpointId: string;
-  rounds: { round: number; pagesWritten: number; bytes: number; ms: number; bandwidthBytesPerSecond: number }[];
+  /** Pre-copy rounds, each a pre-dump on the source sent to the target while the container ran. */
+  rounds: RoundFigures[];
+  /** Why the rounds ended (pre-copy only). */
+  precopyStop?: string;
   figures: MigrationFigures;
   error?: MigrationError;
   /** What rollback did to keep exactly one copy running, when it ran. */

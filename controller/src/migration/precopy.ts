@@ -1,0 +1,80 @@
+/**
+ * When to stop copying memory while the container runs, and freeze it.
+ *
+ * Each pre-copy round re-sends what the workload dirtied since the previous one. Rounds pay off while the
+ * delta shrinks, i.e. while the link moves pages faster than the workload dirties them. The decision
+ * adapts to what was measured in this migration, not to fixed page counts: after every round it estimates
+ * the downtime a final dump would cost now,
+ *
+ *   frozen time of the last round (CRIU's own figure: freezing, dumping the non-memory state)
+ *   + bytes dirtied in the last round / bandwidth measured on the last transfer
+ *   + time to restore on the target (a prior until one is measured),
+ *
+ * and stops when that meets the target (maxDowntimeMs). It also stops when more rounds cannot help: the
+ * delta stopped shrinking (within 10% of the previous round: the dirty rate has caught up with the link,
+ * the case where P.Haul's fixed "10% growth" and Incus's "70% skipped" rules loop or give up blindly),
+ * the round budget is spent, or the bytes sent reach maxBytesFactor times the memory (so a workload that
+ * dirties faster than the link cannot make the migration send memory forever).
+ */
+
+export interface RoundFigures {
+  round: number;
+  checkpointId: string;
+  /** Pages CRIU wrote in this round (all of memory in round 1, the dirtied delta after). */
+  pagesWritten: number;
+  frozenTimeMs: number;
+  dumpMs: number;
+  bytesSent: number;
+  transferMs: number;
+  bandwidthBytesPerSecond: number;
+  /** Downtime a final dump right after this round would cost, by the formula above. */
+  estimatedDowntimeMs: number;
+}
+
+export interface PrecopyLimits {
+  maxDowntimeMs: number;
+  maxRounds: number;
+  maxBytesFactor: number;
+}
+
+export type PrecopyDecision = { action: 'another-round' } | { action: 'final-dump'; reason: string };
+
+export const PAGE_SIZE = 4096;
+/** A delta this close to the previous one is not shrinking. */
+export const CONVERGENCE_RATIO = 0.9;
+/** What a restore costs before one has been measured in this migration (runc, small container, here). */
+export const RESTORE_PRIOR_MS = 200;
+
+export function estimateDowntimeMs(
+  r: Pick<RoundFigures, 'frozenTimeMs' | 'pagesWritten' | 'bandwidthBytesPerSecond'>,
+  restoreMs = RESTORE_PRIOR_MS,
+): number {
+  const transferMs =
+    r.bandwidthBytesPerSecond > 0 ? ((r.pagesWritten * PAGE_SIZE) / r.bandwidthBytesPerSecond) * 1000 : Number.POSITIVE_INFINITY;
+  return Math.round(r.frozenTimeMs + transferMs + restoreMs);
+}
+
+export function decideAfterRound(rounds: RoundFigures[], limits: PrecopyLimits): PrecopyDecision {
+  const last = rounds.at(-1);
+  if (!last) return { action: 'another-round' };
+  if (last.estimatedDowntimeMs <= limits.maxDowntimeMs) {
+    return {
+      action: 'final-dump',
+      reason: `estimated downtime ${last.estimatedDowntimeMs} ms meets the target of ${limits.maxDowntimeMs} ms`,
+    };
+  }
+  const previous = rounds.at(-2);
+  if (previous && last.pagesWritten >= previous.pagesWritten * CONVERGENCE_RATIO) {
+    return {
+      action: 'final-dump',
+      reason: `the delta stopped shrinking (${last.pagesWritten} pages after ${previous.pagesWritten}): the workload dirties memory about as fast as the link copies it`,
+    };
+  }
+  if (rounds.length >= limits.maxRounds) return { action: 'final-dump', reason: `the round budget (${limits.maxRounds}) is spent` };
+  const memoryBytes = (rounds[0]?.pagesWritten ?? 0) * PAGE_SIZE;
+  const sent = rounds.reduce((sum, r) => sum + r.bytesSent, 0);
+  if (memoryBytes > 0 && sent >= limits.maxBytesFactor * memoryBytes) {
+    return { action: 'final-dump', reason: `${sent} bytes sent, ${limits.maxBytesFactor}x the memory: the byte budget is spent` };
+  }
+  return { action: 'another-round' };
+}
