@@ -208,6 +208,7 @@ export class Orchestrator {
         });
         m.figures.dumpMs = ck.timings?.checkpointMs;
         m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
+        m.figures.finalPagesWritten = ck.stats?.pagesWritten;
         this.emit(m, {
           type: 'progress',
           step: 'checkpoint',

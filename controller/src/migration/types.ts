@@ -35,6 +35,8 @@ export interface MigrationError {
 export interface MigrationFigures {
   /** CRIU's own frozen time of the final dump. */
   frozenTimeMs?: number;
+  /** Pages the final dump wrote: all of memory for stop-and-copy, the last delta after pre-copy. */
+  finalPagesWritten?: number;
   dumpMs?: number;
   transferMs?: number;
   bytesSent?: number;
