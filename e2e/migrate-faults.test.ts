@@ -50,7 +50,7 @@ async function counterOnA(what: string): Promise<{ id: string; before: number }>
  * Starts the migration and calls `fault` once bytes are on their way: when the target's store makes the
  * partial directory of the incoming checkpoint (a file-system event, so the fault lands mid-transfer).
  */
-async function migrateWithFault(id: string, fault: () => Promise<void>): Promise<MigrationRecord> {
+async function migrateWithFault(id: string, fault: (m: MigrationRecord) => Promise<unknown>): Promise<MigrationRecord> {
   const incoming = path.join(cluster.node('b').stateDir, 'images', 'checkpoints');
   const watcher = watch(incoming);
   const receiving = new Promise<void>((resolve) =>
@@ -61,7 +61,7 @@ async function migrateWithFault(id: string, fault: () => Promise<void>): Promise
   try {
     const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
     await receiving;
-    await fault();
+    await fault(accepted);
     return accepted;
   } finally {
     watcher.close();
@@ -157,5 +157,23 @@ test.serial('controller killed mid-transfer and started again: it settles the mi
   t.is(m.error?.code, 'interrupted');
   t.is(m.error?.step, 'transfer');
   t.regex(m.rollback?.outcome ?? '', /restored on a/);
+  await assertOneCopyOnSource(t, id, before);
+});
+
+test.serial('cancel during the transfer: it takes effect at the next step and rolls back', async (t) => {
+  const { id, before } = await counterOnA('cancel');
+  await cluster.net.throttle('a', SLOW_LINK_MBIT);
+  let accepted: MigrationRecord;
+  try {
+    accepted = await migrateWithFault(id, (m) => cluster.client().cancel(m.id));
+  } finally {
+    await cluster.net.throttle('a', undefined);
+  }
+  const m = await finished(accepted.id);
+  t.is(m.status, 'cancelled');
+  t.is(m.error?.code, 'cancelled');
+  t.regex(m.rollback?.outcome ?? '', /restored on a/);
+  const again = await t.throwsAsync(cluster.client().cancel(accepted.id));
+  t.regex(again?.message ?? '', /already cancelled/);
   await assertOneCopyOnSource(t, id, before);
 });

@@ -54,15 +54,13 @@ serial(
       { what: `${id} to count`, timeoutMs: 60_000 },
     );
 
-    const accepted = await cluster
-      .client()
-      .migrate({
-        container: { node: 'a', runtime: 'runc', name: id },
-        targetNode: 'b',
-        strategy: 'precopy',
-        maxDowntimeMs: 200,
-        maxRounds: 6,
-      });
+    const accepted = await cluster.client().migrate({
+      container: { node: 'a', runtime: 'runc', name: id },
+      targetNode: 'b',
+      strategy: 'precopy',
+      maxDowntimeMs: 200,
+      maxRounds: 6,
+    });
     for await (const _ of cluster.client().events(accepted.id)) {
       // drained when the migration finishes
     }

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { startProcessIn, type NodeProcess, type TestNetwork } from './netns.js';
+import type { TestNetwork } from './netns.js';
 import { buildWorkload, workloadRootfs } from './workload-bin.js';
 
 const run = promisify(execFile);
@@ -85,9 +85,10 @@ const [host, dir] = process.argv.slice(1); let n = 0;
 const server = net.createServer((sock) => {
   const file = path.join(dir, 'received-' + (n++) + '.tar');
   const out = fs.createWriteStream(file);
-  sock.on('error', (e) => console.log(JSON.stringify({ error: e.message })));
-  out.on('error', (e) => console.log(JSON.stringify({ error: e.message })));
-  out.on('close', () => console.log(JSON.stringify({ path: file, bytes: out.bytesWritten })));
+  let error;
+  sock.on('error', (e) => { error = error || e.message; out.destroy(); });
+  out.on('error', (e) => { error = error || e.message; sock.destroy(); });
+  out.on('close', () => console.log(JSON.stringify(error ? { error, path: file } : { path: file, bytes: out.bytesWritten })));
   sock.pipe(out);
 });
 server.listen(0, host, () => console.log('listening ' + server.address().port));
@@ -98,57 +99,113 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const { src, host, port } = JSON.parse(line);
   const sock = net.connect(port, host);
   const input = fs.createReadStream(src, { highWaterMark: 1 << 20 });
-  const fail = (e) => { console.log(JSON.stringify({ error: e.message })); sock.destroy(); input.destroy(); };
-  input.on('error', fail); sock.on('error', fail);
-  sock.on('close', (hadError) => { if (!hadError) console.log(JSON.stringify({ sent: sock.bytesWritten })); });
+  let error;
+  const fail = (e) => { error = error || e.message; sock.destroy(); input.destroy(); };
+  input.on('error', fail);
+  sock.on('error', fail);
+  sock.on('close', () => console.log(JSON.stringify(error ? { error } : { sent: sock.bytesWritten })));
   input.pipe(sock);
 });
 console.log('ready');
 `;
 
+/** A long-lived helper in a node: JSON lines out, commands in; ready once it printed its first line. */
+interface Helper {
+  first: string;
+  next(): Promise<Record<string, unknown>>;
+  send(line: string): void;
+  stop(): Promise<void>;
+}
+
+async function startHelper(net: TestNetwork, node: string, argv: string[]): Promise<Helper> {
+  const child = net.spawnIn(node, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const waiting: ((line: Record<string, unknown>) => void)[] = [];
+  const queued: Record<string, unknown>[] = [];
+  let stderr = '';
+  let exited: string | undefined;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const first = await new Promise<string>((resolve, reject) => {
+    let partial = '';
+    let ready = false;
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) {
+        if (!ready) {
+          ready = true;
+          resolve(l);
+          continue;
+        }
+        if (!l.startsWith('{')) continue;
+        const msg = JSON.parse(l) as Record<string, unknown>;
+        const w = waiting.shift();
+        if (w) w(msg);
+        else queued.push(msg);
+      }
+    });
+    child.once('exit', (code, signal) => {
+      exited = signal ?? String(code);
+      const why = { error: `helper in node ${node} exited (${exited}): ${stderr.trim()}` };
+      if (!ready) reject(new Error(why.error));
+      for (const w of waiting.splice(0)) w(why);
+    });
+    child.once('error', reject);
+  });
+  return {
+    first,
+    next: () => {
+      const q = queued.shift();
+      if (q) return Promise.resolve(q);
+      if (exited !== undefined) return Promise.resolve({ error: `helper in node ${node} exited (${exited}): ${stderr.trim()}` });
+      return new Promise((resolve) => waiting.push(resolve));
+    },
+    send: (line) => {
+      child.stdin?.write(`${line}\n`);
+    },
+    stop: async () => {
+      if (exited === undefined) child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
 /**
  * Starts a receiver in `to` (listening on its address, writing under `dir`) and a sender in `from`, both
  * long-lived, so a copy pays for neither a process start nor a TCP listen: the fastest a podman user could
- * get with `nc -l > ck.tar` waiting on the target.
+ * get with `nc -l > ck.tar` already waiting on the target.
  */
 export async function startTcpCopier(net: TestNetwork, from: string, to: string, dir: string): Promise<TcpCopier> {
   const host = net.node(to).address;
-  const receiver = await startProcessIn(net, to, [process.execPath, '-e', RECEIVER, host, dir], { readyLine: /^listening \d+/ });
-  let sender: NodeProcess;
+  const receiver = await startHelper(net, to, [process.execPath, '-e', RECEIVER, host, dir]);
+  let sender: Helper;
   try {
-    sender = await startProcessIn(net, from, [process.execPath, '-e', SENDER], { readyLine: /^ready/ });
+    sender = await startHelper(net, from, [process.execPath, '-e', SENDER]);
   } catch (err) {
     await receiver.stop();
     throw err;
   }
-  const port = Number(/^listening (\d+)/m.exec(receiver.output())?.[1]);
-  const lines = (p: NodeProcess) => {
-    const waiting: ((line: Record<string, unknown>) => void)[] = [];
-    let partial = '';
-    p.child.stdout?.on('data', (chunk: Buffer | string) => {
-      const all = (partial + chunk.toString()).split('\n');
-      partial = all.pop() ?? '';
-      for (const l of all.filter((x) => x.startsWith('{'))) waiting.shift()?.(JSON.parse(l) as Record<string, unknown>);
-    });
-    return () => new Promise<Record<string, unknown>>((resolve) => waiting.push(resolve));
-  };
-  const nextReceived = lines(receiver);
-  const nextSent = lines(sender);
+  const port = Number(/^listening (\d+)/.exec(receiver.first)?.[1]);
+  if (!port) {
+    await Promise.all([receiver.stop(), sender.stop()]);
+    throw new Error(`the receiver in node ${to} did not say where it listens: ${receiver.first}`);
+  }
   let busy = false;
   return {
     async copy(src) {
       if (busy) throw new Error('one copy at a time');
       busy = true;
       try {
-        const received = nextReceived();
-        const sent = nextSent();
-        sender.child.stdin?.write(`${JSON.stringify({ src, host, port })}\n`);
-        const first = await Promise.race([received, sent]);
-        if (typeof first.error === 'string') throw new Error(`copy of ${src} failed: ${first.error}`);
-        const r = await received;
-        if (typeof r.error === 'string') throw new Error(`copy of ${src} failed on the receiver: ${r.error}`);
-        const s = await sent;
-        if (typeof s.error === 'string') throw new Error(`copy of ${src} failed on the sender: ${s.error}`);
+        sender.send(JSON.stringify({ src, host, port }));
+        // The sender answers once its socket closed, which the receiver does after the last byte: a sender
+        // that never connected has no receiver line to wait for.
+        const s = await sender.next();
+        if (typeof s.error === 'string') throw new Error(`sending ${src} failed: ${s.error}`);
+        const r = await receiver.next();
+        if (typeof r.error === 'string') throw new Error(`receiving ${src} failed: ${r.error}`);
+        if (Number(r.bytes) !== Number(s.sent)) throw new Error(`sent ${s.sent} bytes of ${src}, received ${r.bytes}`);
         return { path: String(r.path), bytes: Number(r.bytes) };
       } finally {
         busy = false;
