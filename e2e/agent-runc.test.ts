@@ -63,6 +63,7 @@ test.serial('checkpoint stops the container; restore resumes the count from memo
   started.push(r.container.name);
   t.is(r.container.name, id, 'restores under the original name when it is free');
   t.is(r.container.state, 'running');
+  t.is(r.container.bundle, path.join(scratch, id), 'the untouched original bundle is restored in place, as runc does');
   t.true((r.stats?.restoreTimeMs ?? 0) > 0, 'CRIU restore time is reported');
   const { next } = await expectCountResumed(() => runcCount(id), before);
   t.true(next > before);
@@ -81,12 +82,28 @@ test.serial('leave-running checkpoint, later restored under another name; both k
   const r = await agent.client.restore(m.id, { name: `${id}-copy` });
   started.push(r.container.name);
   t.is(r.container.name, `${id}-copy`);
+  t.not(r.container.bundle, path.join(scratch, id), 'the original still uses its bundle: the copy gets its own');
   // The copy resumes from the checkpoint's memory: past its start, behind the original that kept going.
   const copy = await expectCountResumed(() => runcCount(`${id}-copy`), 0);
   t.true(copy.first <= atCheckpoint, `copy starts from the checkpoint (${copy.first} <= ${atCheckpoint})`);
   t.true(copy.first > 1, 'copy did not restart from 1');
   const original = await runcCount(id);
   t.true(original > atCheckpoint, 'original still counts');
+});
+
+test.serial("a bundle touched after the checkpoint is not reused: the restore unpacks the checkpoint's rootfs", async (t) => {
+  const id = await counter('ck-touched');
+  const before = await runcCount(id);
+  const m = await agent.client.checkpoint({ runtime: 'runc', container: id });
+  const bundle = path.join(scratch, id);
+  await writeFile(path.join(bundle, 'rootfs', 'tmp', 'count'), '1\n');
+  const r = await agent.client.restore(m.id);
+  started.push(r.container.name);
+  t.not(r.container.bundle, bundle);
+  t.is(path.dirname(r.container.bundle ?? ''), path.join(agent.stateDir, 'bundles'));
+  // The count file comes from the checkpoint's rootfs and the process's memory, not from the edit.
+  const { next } = await expectCountResumed(() => runcCount(id), before);
+  t.true(next > before);
 });
 
 test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt and nothing changes', async (t) => {

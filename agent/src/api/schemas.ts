@@ -46,6 +46,7 @@ const containerInfo = {
     pid: { type: 'integer' },
     image: { type: 'string' },
     createdAt: { type: 'string' },
+    bundle: { type: 'string', description: 'the OCI bundle directory, where the runtime exposes it (runc)' },
   },
 } as const;
 

@@ -4,12 +4,13 @@
  * that it restores into a fresh bundle on any node, under any name.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { readDumpStats, readRestoreStats } from '../criu/stats.js';
 import { relevantCriuLogLines } from '../criu/log.js';
 import { FerryError } from '../errors.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
+import { bundleFingerprint } from './fingerprint.js';
 import type {
   CheckpointOutcome,
   CheckpointRequest,
@@ -42,6 +43,8 @@ interface RuncListEntry {
 interface RuncMeta {
   id: string;
   bundle: string;
+  /** The bundle as the dump left it (fingerprint.ts); lets a restore on this node reuse it in place. */
+  fingerprint?: string;
 }
 
 /** The part of runc's per-container state.json (libcontainer's State) that identifies a live container. */
@@ -67,6 +70,7 @@ export class RuncDriver implements RuntimeDriver {
   readonly name = 'runc' as const;
   private readonly binary: string;
   private readonly opts: RuncDriverOptions;
+  private readonly claimedBundles = new Set<string>();
 
   constructor(opts: RuncDriverOptions) {
     this.opts = opts;
@@ -186,14 +190,19 @@ export class RuncDriver implements RuntimeDriver {
     await rm(workDir, { recursive: true, force: true });
     req.onImagesWritten?.();
 
-    const meta: RuncMeta = { id, bundle };
-    await copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump'));
+    // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
+    // The fingerprint is taken from the same dead container's tree as the tar, so they describe one state;
+    // a leave-running container keeps writing, and its fingerprint will simply not match later.
+    const [fingerprint] = await Promise.all([
+      req.preDump ? undefined : bundleFingerprint(bundle, rootfs),
+      copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
+      req.preDump ? undefined : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
+    ]);
+    const meta: RuncMeta = { id, bundle, ...(fingerprint ? { fingerprint } : {}) };
     await writeFile(
       path.join(req.dir, 'config.dump'),
       JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }),
     );
-    // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
-    if (!req.preDump) await runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']);
     return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
   }
 
@@ -203,13 +212,17 @@ export class RuncDriver implements RuntimeDriver {
     if (await this.exists(name)) {
       throw new FerryError('conflict', `a runc container named ${name} already exists`, { hint: 'choose another name' });
     }
-    const bundle = path.join(this.opts.bundlesDir, name);
-    // The checkpoint directory stays untouched (its manifest checksums must keep holding).
-    const workDir = path.join(bundle, 'restore-work');
+    // The checkpoint directory stays untouched (its manifest checksums must keep holding). On the node that
+    // took it, a bundle nobody uses and nobody touched since the dump is restored in place, as runc does.
+    const inPlace = await this.untouchedOriginalBundle(req.runtimeMeta);
+    // Two restores racing for one original bundle: the second sees it claimed and unpacks a copy.
+    if (inPlace) this.claimedBundles.add(inPlace);
+    const bundle = inPlace ?? path.join(this.opts.bundlesDir, name);
+    const workDir = path.join(this.opts.bundlesDir, `.restore-${name}`);
     const pidFile = path.join(workDir, 'pid');
     try {
-      await this.prepareBundle(req.dir, bundle);
-      await mkdir(workDir);
+      await rm(workDir, { recursive: true, force: true });
+      await Promise.all([inPlace ? undefined : this.prepareBundle(req.dir, bundle), mkdir(workDir, { recursive: true })]);
       await req.verified;
       await this.runc(
         [
@@ -228,14 +241,54 @@ export class RuncDriver implements RuntimeDriver {
         (f) => criuFailure('restore', name, f, path.join(workDir, 'restore.log')),
       );
     } catch (err) {
-      await rm(bundle, { recursive: true, force: true });
+      // Only a bundle Ferry made is Ferry's to delete; the original stays as the user left it.
+      if (!inPlace) await rm(bundle, { recursive: true, force: true });
+      await rm(workDir, { recursive: true, force: true });
       throw err;
+    } finally {
+      // Once restored, runc's state dir names the bundle, and bundleInUse sees it.
+      if (inPlace) this.claimedBundles.delete(inPlace);
     }
     const [stats, pid] = await Promise.all([readRestoreStats(path.join(workDir, 'stats-restore')), readFile(pidFile, 'utf8')]);
     await rm(workDir, { recursive: true, force: true });
     // A detached restore that returned 0 is running; its pid file saves listing every container again.
     const container: ContainerInfo = { id: name, name, runtime: 'runc', state: 'running', pid: Number(pid.trim()), bundle };
     return { container, ...(stats ? { stats } : {}) };
+  }
+
+  /**
+   * The checkpoint's original bundle, when it is on this node, no runc container (running or stopped)
+   * uses it, and its fingerprint still equals the one taken at the dump; else undefined.
+   */
+  private async untouchedOriginalBundle(runtimeMeta: Record<string, unknown>): Promise<string | undefined> {
+    const { bundle, fingerprint } = runtimeMeta as Partial<RuncMeta>;
+    if (!bundle || !fingerprint || this.claimedBundles.has(bundle)) return undefined;
+    try {
+      const spec = JSON.parse(await readFile(path.join(bundle, 'config.json'), 'utf8')) as { root?: { path?: string } };
+      const [used, now] = await Promise.all([
+        this.bundleInUse(bundle),
+        bundleFingerprint(bundle, path.resolve(bundle, spec.root?.path ?? 'rootfs')),
+      ]);
+      return !used && now === fingerprint ? bundle : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** runc's state dirs name their bundle in a label; reading them needs no runc process. */
+  private async bundleInUse(bundle: string): Promise<boolean> {
+    const root = this.opts.root ?? DEFAULT_ROOT;
+    const ids = await readdir(root).catch(() => [] as string[]);
+    const labels = await Promise.all(
+      ids.map((id) =>
+        readFile(path.join(root, id, 'state.json'), 'utf8').then(
+          (raw) => (JSON.parse(raw) as RuncStateFile).config.labels ?? [],
+          // A state dir without a readable state.json is a container being created or deleted: assume in use.
+          () => [`bundle=${bundle}`],
+        ),
+      ),
+    );
+    return labels.some((l) => l.includes(`bundle=${bundle}`));
   }
 
   /** runc keeps one state directory per container id under its root: checking it needs no process. */
