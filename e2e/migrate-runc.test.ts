@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { isFerryError } from '../agent/src/errors.js';
 import type { MigrationEvent } from '../controller/src/migration/types.js';
+import { ControllerClient } from '../controller/src/client.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
@@ -131,6 +132,17 @@ test.serial('bad requests: 400 naming the field, 404 for unknown nodes and conta
   t.is(fieldOf(noNode), 'targetNode');
   const noContainer = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'nonexistent' }, targetNode: 'b' }));
   t.is(codeOf(noContainer), 'container_not_found');
+  const noMigration = await t.throwsAsync(cluster.client().migration('m-0-000000'));
+  t.is(codeOf(noMigration), 'migration_not_found');
+
+  const intruder = new ControllerClient(cluster.client().url, 'wrong-token');
+  t.is(codeOf(await t.throwsAsync(intruder.migrations())), 'unauthorized');
+  t.is(
+    codeOf(await t.throwsAsync(intruder.migrate({ container: { node: 'a', runtime: 'runc', name: 'x' }, targetNode: 'b' }))),
+    'unauthorized',
+  );
+  const spec = (await (await fetch(`${cluster.client().url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+  t.truthy(spec.paths['/migrate'], 'the OpenAPI document is served without a token and describes /migrate');
 
   const id = await counterOn('a', 'twice');
   const first = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
