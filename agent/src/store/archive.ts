@@ -7,7 +7,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { lstat, mkdir, readdir, readlink, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { createHash } from 'node:crypto';
+import type { ManifestFile } from './manifest.js';
 import tar from 'tar-stream';
 import { FerryError } from '../errors.js';
 
@@ -25,7 +27,7 @@ async function addTree(pack: tar.Pack, root: string, rel: string): Promise<void>
     } else if (entry.isFile()) {
       const st = await lstat(full);
       const sink = pack.entry({ name, size: st.size, mode: st.mode & 0o777, mtime: st.mtime });
-      await pipeline(createReadStream(full), sink);
+      await pipeline(createReadStream(full, { highWaterMark: 1 << 20 }), sink);
     }
   }
 }
@@ -52,8 +54,12 @@ function safeTarget(root: string, name: string): string {
   return target;
 }
 
-/** Extracts a tar stream into dir (which must exist), refusing anything that could escape it. */
-export async function unpackInto(source: Readable, dir: string): Promise<void> {
+/**
+ * Extracts a tar stream into dir (which must exist), refusing anything that could escape it. Each file is
+ * hashed as it is written, so the caller can check it against a manifest without reading it back.
+ */
+export async function unpackInto(source: Readable, dir: string): Promise<ManifestFile[]> {
+  const written: ManifestFile[] = [];
   const root = path.resolve(dir);
   const extract = tar.extract();
   const feeding = pipeline(source, extract as unknown as NodeJS.WritableStream).catch((err: Error) => err);
@@ -63,7 +69,17 @@ export async function unpackInto(source: Readable, dir: string): Promise<void> {
       const target = safeTarget(root, header.name);
       if (header.type === 'file') {
         await mkdir(path.dirname(target), { recursive: true });
-        await pipeline(entry as unknown as NodeJS.ReadableStream, createWriteStream(target, { mode: 0o600 }));
+        const hash = createHash('sha256');
+        let size = 0;
+        const hashing = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            hash.update(chunk);
+            size += chunk.length;
+            done(null, chunk);
+          },
+        });
+        await pipeline(entry as unknown as NodeJS.ReadableStream, hashing, createWriteStream(target, { mode: 0o600 }));
+        written.push({ path: path.posix.relative(root, target.split(path.sep).join(path.posix.sep)), size, sha256: hash.digest('hex') });
         continue;
       }
       if (header.type === 'directory') await mkdir(target, { recursive: true });
@@ -83,4 +99,5 @@ export async function unpackInto(source: Readable, dir: string): Promise<void> {
   }
   const failed = await feeding;
   if (failed) throw new FerryError('bad_request', `the archive could not be read: ${failed.message}`);
+  return written.sort((a, b) => a.path.localeCompare(b.path));
 }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { packDirectory, unpackInto } from './archive.js';
-import { describeFiles, listFiles, syncDir } from './files.js';
+import { describeFiles, listFiles, syncDir, syncFile } from './files.js';
 import { assertCheckpointId } from './ids.js';
 import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.js';
 
@@ -138,20 +138,15 @@ export class ImageStore {
     return chain;
   }
 
-  private async verifyFiles(manifest: Manifest, dir = this.dirOf(manifest.id), sync = false): Promise<void> {
+  private async verifyFiles(manifest: Manifest, dir = this.dirOf(manifest.id)): Promise<void> {
     const present = (await listFiles(dir)).filter((f) => f !== MANIFEST_FILE);
-    const expected = new Set(manifest.files.map((f) => f.path));
-    const extra = present.filter((f) => !expected.has(f));
-    if (extra.length) throw corrupt(manifest.id, `unexpected files: ${extra.join(', ')}`);
-    const missing = manifest.files.filter((f) => !present.includes(f.path));
-    if (missing.length) throw corrupt(manifest.id, `missing files: ${missing.map((f) => f.path).join(', ')}`);
+    checkPresence(manifest, present);
     const actual = await describeFiles(
       dir,
       manifest.files.map((f) => f.path),
-      sync,
+      false,
     );
-    const bad = manifest.files.filter((f, i) => actual[i]?.sha256 !== f.sha256 || actual[i]?.size !== f.size);
-    if (bad.length) throw corrupt(manifest.id, `content differs from the manifest in ${bad.map((f) => f.path).join(', ')}`);
+    checkContent(manifest, actual);
   }
 
   /**
@@ -162,7 +157,7 @@ export class ImageStore {
     const dir = path.join(this.checkpointsDir, `${PARTIAL_PREFIX}import-${randomBytes(6).toString('hex')}`);
     await mkdir(dir, { recursive: true });
     try {
-      await unpackInto(source, dir);
+      const written = (await unpackInto(source, dir)).filter((f) => f.path !== MANIFEST_FILE);
       const raw = await readFile(path.join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
       if (raw === undefined) {
         throw new FerryError('bad_request', 'the archive has no manifest.json', {
@@ -178,7 +173,16 @@ export class ImageStore {
           hint: `import ${manifest.parent} first`,
         });
       }
-      await this.verifyFiles(manifest, dir, true);
+      // Hashed as they were written: checked without reading them back, then made durable.
+      checkPresence(
+        manifest,
+        written.map((f) => f.path),
+      );
+      checkContent(
+        manifest,
+        manifest.files.map((f) => written.find((w) => w.path === f.path)),
+      );
+      await Promise.all(written.map((f) => syncFile(path.join(dir, f.path))));
       await syncDir(dir);
       await rename(dir, this.dirOf(id));
       await syncDir(this.checkpointsDir);
@@ -206,6 +210,20 @@ export class ImageStore {
     await rename(this.dirOf(id), doomed);
     await rm(doomed, { recursive: true, force: true });
   }
+}
+
+function checkPresence(manifest: Manifest, present: string[]): void {
+  const expected = new Set(manifest.files.map((f) => f.path));
+  const extra = present.filter((f) => !expected.has(f));
+  if (extra.length) throw corrupt(manifest.id, `unexpected files: ${extra.join(', ')}`);
+  const missing = manifest.files.filter((f) => !present.includes(f.path));
+  if (missing.length) throw corrupt(manifest.id, `missing files: ${missing.map((f) => f.path).join(', ')}`);
+}
+
+/** `actual` lists the manifest's files in the manifest's order. */
+function checkContent(manifest: Manifest, actual: (ManifestFile | undefined)[]): void {
+  const bad = manifest.files.filter((f, i) => actual[i]?.sha256 !== f.sha256 || actual[i]?.size !== f.size);
+  if (bad.length) throw corrupt(manifest.id, `content differs from the manifest in ${bad.map((f) => f.path).join(', ')}`);
 }
 
 function corrupt(id: string, why: string): FerryError {
