@@ -123,7 +123,10 @@ async function startHelper(net: TestNetwork, node: string, argv: string[]): Prom
   const queued: Record<string, unknown>[] = [];
   let stderr = '';
   let exited: string | undefined;
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const gone = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
   child.stderr?.on('data', (c: Buffer) => {
     stderr += c.toString();
   });
@@ -153,6 +156,11 @@ async function startHelper(net: TestNetwork, node: string, argv: string[]): Prom
       for (const w of waiting.splice(0)) w(why);
     });
     child.once('error', reject);
+    setTimeout(() => {
+      if (ready) return;
+      child.kill('SIGKILL');
+      reject(new Error(`helper in node ${node} not ready after 10 s: ${stderr.trim()}`));
+    }, 10_000).unref();
   });
   return {
     first,
