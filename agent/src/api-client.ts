@@ -2,6 +2,8 @@
  * The HTTP client every Ferry API shares (agent, controller): bearer token, JSON in and out, and error
  * bodies turned back into FerryErrors with their code, hint and details.
  */
+import http from 'node:http';
+import type { Readable } from 'node:stream';
 import { FerryError, type ErrorCode, type FerryErrorBody } from './errors.js';
 
 /**
@@ -66,6 +68,56 @@ export class ApiClient {
     return res;
   }
 
+  /**
+   * Streams a body up with node:http rather than fetch: fetch needs the stream wrapped as a web stream,
+   * which cost a third of the throughput between agents (measured: 64 MiB in 324-461 ms vs 201-269 ms).
+   */
+  protected upload<T>(path: string, body: Readable, contentType: string, signal?: AbortSignal): Promise<T> {
+    const url = new URL(this.url + path);
+    const limit = this.timeouts.longMs;
+    const signals = [signal, limit ? AbortSignal.timeout(limit) : undefined].filter((s): s is AbortSignal => Boolean(s));
+    return new Promise<T>((resolve, reject) => {
+      const req = http.request(
+        url,
+        {
+          method: 'POST',
+          headers: { authorization: `Bearer ${this.token}`, 'content-type': contentType },
+          ...(signals.length ? { signal: AbortSignal.any(signals) } : {}),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 500;
+            if (status >= 400) return reject(errorFromBody(status, text));
+            try {
+              resolve(JSON.parse(text) as T);
+            } catch {
+              reject(new FerryError('internal', `${this.what} at ${this.url} answered ${path} with something other than JSON`));
+            }
+          });
+        },
+      );
+      req.on('error', (err: Error) => {
+        body.destroy();
+        const timedOut = err.name === 'TimeoutError' || (err.cause as Error | undefined)?.name === 'TimeoutError';
+        reject(
+          new FerryError(
+            'node_unreachable',
+            timedOut
+              ? `${this.what} at ${this.url} did not take ${path} within ${limit} ms`
+              : `cannot reach ${this.what} at ${this.url}: ${err.message}`,
+            { hint: this.startHint },
+          ),
+        );
+      });
+      body.on('error', (err) => req.destroy(err));
+      body.pipe(req);
+    });
+  }
+
   protected async json<T>(method: string, path: string, body?: unknown, long = false): Promise<T> {
     const res = await this.call(method, path, body, {}, long);
     return (res.status === 204 ? undefined : await res.json()) as T;
@@ -73,16 +125,19 @@ export class ApiClient {
 }
 
 export async function errorFrom(res: Response): Promise<FerryError> {
-  const text = await res.text();
+  return errorFromBody(res.status, await res.text());
+}
+
+function errorFromBody(status: number, text: string): FerryError {
   let body: Partial<FerryErrorBody> = {};
   try {
     body = JSON.parse(text) as FerryErrorBody;
   } catch {
     body = { message: text };
   }
-  return new FerryError((body.code as ErrorCode) ?? 'internal', body.message ?? `HTTP ${res.status}`, {
+  return new FerryError((body.code as ErrorCode) ?? 'internal', body.message ?? `HTTP ${status}`, {
     ...(body.hint ? { hint: body.hint } : {}),
     ...(body.criuLog ? { criuLog: body.criuLog } : {}),
-    details: { ...body.details, status: res.status },
+    details: { ...body.details, status },
   });
 }

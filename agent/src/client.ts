@@ -44,19 +44,7 @@ export class AgentClient extends ApiClient {
     if (!res.body) throw new FerryError('internal', 'the agent sent an empty archive');
     return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
   }
-  async importArchive(archive: Readable, signal?: AbortSignal): Promise<Manifest> {
-    const res = await this.call(
-      'POST',
-      '/v1/checkpoints/import',
-      undefined,
-      {
-        ...(signal ? { signal } : {}),
-        headers: { 'content-type': 'application/x-tar' },
-        body: Readable.toWeb(archive) as unknown as BodyInit,
-        duplex: 'half',
-      } as RequestInit,
-      true,
-    );
-    return (await res.json()) as Manifest;
+  importArchive(archive: Readable, signal?: AbortSignal): Promise<Manifest> {
+    return this.upload('/v1/checkpoints/import', archive, 'application/x-tar', signal);
   }
 }

@@ -36,7 +36,9 @@ export interface SendOptions {
 const PEER_VERIFY_BYTES_PER_MS = 100_000;
 
 export async function sendCheckpoint(store: ImageStore, id: string, peer: Peer, opts: SendOptions): Promise<SendResult> {
-  const chain = (await store.verify(id)).reverse();
+  // Not verified here: the receiver checks every byte against the manifest anyway, and a second full read
+  // on the sender would sit in the migration's downtime.
+  const chain = (await store.chain(id)).reverse();
   const client = new AgentClient(peer.url, peer.token, { timeouts: { quickMs: opts.stallMs } });
   const t0 = performance.now();
   let bytes = 0;
@@ -104,10 +106,14 @@ function transferFailure(id: string, url: string, err: unknown): FerryError {
     });
   }
   if (err.code === 'checkpoint_corrupt') {
-    return new FerryError('transfer_failed', `${id} arrived damaged at ${url}: ${err.message}`, {
-      hint: 'the peer discarded the damaged copy; retry the transfer',
-      details: { ...err.details, peerCode: err.code },
-    });
+    return new FerryError(
+      'transfer_failed',
+      `${id} arrived damaged at ${url} (changed in transit, or already on this node's disk): ${err.message}`,
+      {
+        hint: 'the peer discarded the damaged copy; retry the transfer, and if it fails again verify the checkpoint here',
+        details: { ...err.details, peerCode: err.code },
+      },
+    );
   }
   return err.code === 'node_unreachable' || err.code === 'conflict' ? err : new FerryError(err.code, `${url}: ${err.message}`, err);
 }

@@ -123,18 +123,23 @@ export class ImageStore {
     return manifests.filter((m): m is Manifest => m !== undefined).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
+  /** A checkpoint's manifest and its parents', newest first, without reading the images. */
+  async chain(id: string): Promise<Manifest[]> {
+    const chain: Manifest[] = [];
+    for (let cur: string | undefined = id; cur; cur = chain.at(-1)?.parent) {
+      if (chain.some((m) => m.id === cur)) throw corrupt(id, `parent chain loops at ${cur}`);
+      chain.push(await this.get(cur));
+    }
+    return chain;
+  }
+
   /**
    * Re-reads every file of a checkpoint and of its parent chain against the manifests. Restore calls this
    * first: a flipped byte must fail here, clearly, and not halfway through CRIU's restore.
    */
   async verify(id: string): Promise<Manifest[]> {
-    const chain: Manifest[] = [];
-    for (let cur: string | undefined = id; cur; cur = chain.at(-1)?.parent) {
-      if (chain.some((m) => m.id === cur)) throw corrupt(id, `parent chain loops at ${cur}`);
-      const manifest = await this.get(cur);
-      await this.verifyFiles(manifest);
-      chain.push(manifest);
-    }
+    const chain = await this.chain(id);
+    for (const manifest of chain) await this.verifyFiles(manifest);
     return chain;
   }
 
