@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { COUNT_FILE, COUNTER_ARGV, expectCountResumed, importBusyboxImage, readCount, waitFor } from './support/workload.js';
+import { busyboxRootfs, COUNT_FILE, COUNTER_ARGV, expectCountResumed, importBusyboxImage, readCount, waitFor } from './support/workload.js';
 
 let cluster: TestCluster;
 let scratch: string;
@@ -57,4 +57,31 @@ test.serial('podman: a counting container moves from a to b and keeps counting; 
   t.is(await stateOn('b', name), 'running');
   t.true((m.figures.frozenTimeMs ?? 0) > 0);
   t.log(`downtime ${m.figures.downtimeMs} ms (CRIU frozen ${m.figures.frozenTimeMs} ms), total ${m.figures.totalMs} ms`);
+});
+
+test.serial('podman: an image missing on the target fails preflight; the container keeps running on a', async (t) => {
+  // The same rootfs imported again gets another id (podman import records the time): b does not have it.
+  const onlyOnA = `ferry-only-a-${process.pid}:latest`;
+  const rootfs = await busyboxRootfs(path.join(scratch, 'only-a-rootfs'));
+  await execa('sh', ['-c', `tar -C ${rootfs} -c . | podman ${cluster.node('a').podman.args.join(' ')} import - ${onlyOnA}`]);
+  const name = `mig-noimage-${process.pid}`;
+  await podmanOn('a', ['run', '-d', '--name', name, onlyOnA, ...COUNTER_ARGV]);
+  const before = await waitFor(
+    () => countOn('a', name),
+    (n) => n >= 3,
+    { what: `${name} to count` },
+  );
+
+  const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
+  for await (const _ of cluster.client().events(accepted.id)) {
+    // drained when the migration finishes
+  }
+  const m = await cluster.client().migration(accepted.id);
+  t.is(m.status, 'failed');
+  t.is(m.error?.step, 'preflight');
+  t.is(m.error?.code, 'image_not_found', m.error?.message);
+  t.regex(m.error?.hint ?? '', /save .* load/);
+  t.regex(m.rollback?.outcome ?? '', /kept running on a/);
+  await expectCountResumed(() => countOn('a', name), before);
+  t.is(await stateOn('b', name), undefined);
 });

@@ -108,6 +108,15 @@ export class Agent {
     return found;
   }
 
+  /** 404 image_not_found unless the runtime has the image; runc carries its rootfs and always has it. */
+  async assertImage(runtime: RuntimeName, ref: string): Promise<void> {
+    const driver = this.driver(runtime);
+    if (!driver.hasImage || (await driver.hasImage(ref))) return;
+    throw new FerryError('image_not_found', `${runtime} on node ${this.node} has no image ${ref}`, {
+      hint: `copy it here with the same id (${runtime} save on the source, ${runtime} load here)`,
+    });
+  }
+
   /** Stops and removes a container (a migration's source once the target runs); absent is not an error. */
   async removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     assertContainerRef(ref);

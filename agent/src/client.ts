@@ -18,6 +18,10 @@ export class AgentClient extends ApiClient {
   async containers(runtime?: RuntimeName): Promise<ContainerInfo[]> {
     return (await this.json<{ containers: ContainerInfo[] }>('GET', `/v1/containers${runtime ? `?runtime=${runtime}` : ''}`)).containers;
   }
+  /** Resolves when the runtime has the image; rejects with image_not_found when not. */
+  assertImage(runtime: RuntimeName, ref: string): Promise<void> {
+    return this.json('GET', `/v1/images/${runtime}/${encodeURIComponent(ref)}`);
+  }
   removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     return this.json('DELETE', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);
   }

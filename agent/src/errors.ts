@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'container_not_found'
   | 'checkpoint_not_found'
   | 'node_not_found'
+  | 'image_not_found'
   | 'migration_not_found'
   | 'runtime_unavailable'
   | 'node_unreachable'
@@ -31,6 +32,7 @@ const statusOf: Record<ErrorCode, number> = {
   container_not_found: 404,
   checkpoint_not_found: 404,
   node_not_found: 404,
+  image_not_found: 404,
   migration_not_found: 404,
   runtime_unavailable: 503,
   /** A peer agent or the agent a controller calls does not answer. */

@@ -45,6 +45,7 @@ const containerInfo = {
     state: { type: 'string' },
     pid: { type: 'integer' },
     image: { type: 'string' },
+    imageId: { type: 'string' },
     createdAt: { type: 'string' },
     bundle: { type: 'string', description: 'the OCI bundle directory, where the runtime exposes it (runc)' },
   },
@@ -105,6 +106,15 @@ export const routes = {
     summary: 'Containers of every available runtime, or of one',
     querystring: { type: 'object', properties: { runtime }, additionalProperties: false },
     response: { 200: { type: 'object', properties: { containers: { type: 'array', items: { $ref: 'Container#' } } } }, ...errors },
+  },
+  image: {
+    summary: 'Whether the runtime has an image (by id or name): 204, or 404 image_not_found',
+    params: {
+      type: 'object',
+      required: ['runtime', 'ref'],
+      properties: { runtime, ref: { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.:/@-]{0,255}$' } },
+    },
+    response: { 204: { type: 'null' }, ...errors },
   },
   removeContainer: {
     summary: 'Stop and remove a container; a container that is not there is not an error',

@@ -46,6 +46,10 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     containers: await agent.listContainers(req.query.runtime),
   }));
 
+  app.get<{ Params: { runtime: RuntimeName; ref: string } }>('/v1/images/:runtime/:ref', { schema: routes.image }, async (req, reply) => {
+    await agent.assertImage(req.params.runtime, req.params.ref);
+    return reply.status(204).send();
+  });
   app.delete<{ Params: { runtime: RuntimeName; ref: string } }>(
     '/v1/containers/:runtime/:ref',
     { schema: routes.removeContainer },

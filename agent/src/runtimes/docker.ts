@@ -117,6 +117,7 @@ export class DockerDriver implements RuntimeDriver {
       runtime: 'docker' as const,
       state: STATES[e.State] ?? 'unknown',
       image: e.Image,
+      imageId: e.ImageID,
       createdAt: new Date(e.Created * 1000).toISOString(),
     }));
   }
@@ -135,6 +136,7 @@ export class DockerDriver implements RuntimeDriver {
       state,
       ...(state === 'running' && e.State.Pid ? { pid: e.State.Pid } : {}),
       image: e.Config.Image,
+      imageId: e.Image,
       createdAt: e.Created,
     };
   }
@@ -239,6 +241,19 @@ export class DockerDriver implements RuntimeDriver {
   private dockerRoot(): Promise<string> {
     this.rootDir ??= this.docker.info().then((i: { DockerRootDir: string }) => i.DockerRootDir);
     return this.rootDir;
+  }
+
+  async hasImage(ref: string): Promise<boolean> {
+    return this.docker
+      .getImage(ref)
+      .inspect()
+      .then(
+        () => true,
+        (err: unknown) => {
+          if ((err as EngineError).statusCode === 404) return false;
+          throw engineFailure('image inspect', ref, err);
+        },
+      );
   }
 
   async exec(ref: string, argv: string[]): Promise<string> {

@@ -67,6 +67,7 @@ interface PsEntry {
   State: string;
   Pid: number;
   Image: string;
+  ImageID: string;
   /** Unix seconds. */
   Created: number;
 }
@@ -77,6 +78,8 @@ interface InspectEntry {
   Name: string;
   State: { Status: string; Pid: number };
   ImageName: string;
+  /** The image's id. */
+  Image: string;
   Created: string;
   /** The container's userdata directory: CRIU's work dir, where dump.log and restore.log are written. */
   StaticDir: string;
@@ -141,6 +144,7 @@ export class PodmanDriver implements RuntimeDriver {
         // podman keeps reporting the last pid of a stopped container.
         ...(state === 'running' && e.Pid ? { pid: e.Pid } : {}),
         image: e.Image,
+        imageId: e.ImageID,
         createdAt: new Date(e.Created * 1000).toISOString(),
       };
     });
@@ -160,6 +164,7 @@ export class PodmanDriver implements RuntimeDriver {
       state,
       ...(state === 'running' && e.State.Pid ? { pid: e.State.Pid } : {}),
       image: e.ImageName,
+      imageId: e.Image,
       createdAt: e.Created,
     };
   }
@@ -286,6 +291,17 @@ export class PodmanDriver implements RuntimeDriver {
     const leftover = log && /\/([0-9a-f]{64})\/userdata\//.exec(log)?.[1];
     if (leftover) await this.remove(leftover).catch(() => undefined);
     return err;
+  }
+
+  async hasImage(ref: string): Promise<boolean> {
+    return this.podman(['image', 'exists', '--', ref]).then(
+      () => true,
+      (err: unknown) => {
+        // `image exists` answers "no" with exit code 1 and nothing on stderr.
+        if (isFerryError(err) && err.details?.exitCode === 1) return false;
+        throw err;
+      },
+    );
   }
 
   async exec(ref: string, argv: string[]): Promise<string> {

@@ -16,6 +16,8 @@ export interface ContainerInfo {
   state: ContainerState;
   pid?: number;
   image?: string;
+  /** The image's id, where the runtime restores onto that exact image (podman, docker). */
+  imageId?: string;
   createdAt?: string;
   /** The OCI bundle directory, where the runtime exposes it (runc). */
   bundle?: string;
@@ -85,6 +87,8 @@ export interface RuntimeDriver {
   restore(req: RestoreRequest): Promise<RestoreOutcome>;
   /** Runs a command inside the container and returns its stdout (used to verify a restored workload). */
   exec(ref: string, argv: string[]): Promise<string>;
+  /** Whether an image (id or name) is present, for runtimes whose restore needs it; runc carries its rootfs. */
+  hasImage?(ref: string): Promise<boolean>;
   /** Stops and removes a container (cleanup after migration, tests). Missing containers are not an error. */
   remove(ref: string): Promise<void>;
 }

@@ -64,7 +64,13 @@ export class Orchestrator {
       status: 'running',
       step: 'preflight',
       request: req,
-      source: { node: req.container.node, runtime: req.container.runtime, containerId: container.id, containerName: container.name },
+      source: {
+        node: req.container.node,
+        runtime: req.container.runtime,
+        containerId: container.id,
+        containerName: container.name,
+        ...(container.imageId ? { imageId: container.imageId } : {}),
+      },
       target: { node: req.targetNode, containerName: container.name },
       checkpointId: `mig-${id.slice(2)}`,
       rounds: [],
@@ -176,6 +182,8 @@ export class Orchestrator {
           source.node(),
           target.node(),
           target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
+          // podman and docker restore onto the image the container was created from: it must be there.
+          m.source.imageId ? target.assertImage(runtime, m.source.imageId) : undefined,
         ]);
         checkCompatibility(sourceCaps, targetCaps, runtime);
         if (taken) {

@@ -56,7 +56,8 @@ export interface MigrationRecord {
   status: MigrationStatus;
   step: Step;
   request: MigrationRequest;
-  source: { node: string; runtime: RuntimeName; containerId: string; containerName: string };
+  /** imageId: where the target's runtime restores onto that exact image (podman, docker). */
+  source: { node: string; runtime: RuntimeName; containerId: string; containerName: string; imageId?: string };
   target: { node: string; containerName: string };
   strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
   /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
