@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
+import { scaled } from './support/time.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
 
 const run = promisify(execFile);
@@ -51,7 +52,7 @@ serial(
     const before = await waitFor(
       () => runcCount(id, rootA),
       (n) => n >= 10,
-      { what: `${id} to count`, timeoutMs: 60_000 },
+      { what: `${id} to count`, timeoutMs: scaled(20_000) },
     );
 
     const accepted = await cluster.client().migrate({

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this machine (idempotently) and runs every test Ferry has: typecheck, lint, unit, and the e2e
-# suites against real CRIU, runc, podman and docker. Starts the services the tests need and stops what it
-# started. Prints a closing line "N passed, N failed".
+# suites against real CRIU, runc, podman and docker, then the pre-copy e2e inside the soft-dirty lab VM
+# (e2e/lab; FERRY_SKIP_LAB=1 skips it). Starts the services the tests need and stops what it started.
+# Prints a closing line "ferry tests: N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,19 +25,41 @@ npx tsc -p tsconfig.json --noEmit
 log "lint"
 npx biome check .
 
-log "tests"
-out=$(mktemp)
-set +e
-npx ava --timeout=3m "$@" 2>&1 | tee "$out"
-status=${PIPESTATUS[0]}
-set -e
 # ava prints only the counts that are not zero; a missing line is a zero, not an error.
-summary() { grep -oE "^\s*[0-9]+ tests? $1" "$out" | grep -oE '[0-9]+' | tail -1 || true; }
-passed=$(summary passed)
-failed=$(summary failed)
-skipped=$(summary skipped)
-rm -f "$out"
-[ "$status" = 0 ] || failed=${failed:-1}
+count() { grep -oE "^\s*[0-9]+ tests? $2" "$1" | grep -oE '[0-9]+' | tail -1 || true; }
+
+# Runs ava (in the lab VM when the first argument is "lab"), adds its counts to the totals.
+passed=0 failed=0 skipped=0 status=0
+run_ava() {
+  local out rc
+  out=$(mktemp)
+  set +e
+  if [ "$1" = lab ]; then
+    shift
+    # Software emulation runs 10-20x slower than the host: the test support scales its limits by this.
+    FERRY_TEST_TIME_FACTOR=10 e2e/lab/lab.sh --timeout 1500 -- npx ava --timeout=20m "$@" 2>&1 | tee "$out"
+  else
+    npx ava --timeout=3m "$@" 2>&1 | tee "$out"
+  fi
+  rc=${PIPESTATUS[0]}
+  set -e
+  local p f k
+  p=$(count "$out" passed) f=$(count "$out" failed) k=$(count "$out" skipped)
+  [ "$rc" = 0 ] || { [ "${f:-0}" -gt 0 ] || f=1; status=1; }
+  passed=$((passed + ${p:-0})) failed=$((failed + ${f:-0})) skipped=$((skipped + ${k:-0}))
+  rm -f "$out"
+}
+
+log "tests"
+run_ava "$@"
+
+# Pre-copy needs a kernel that tracks dirty memory; this one does not, so those tests run again inside
+# the lab's VM (e2e/lab), where they are not skipped. Only for the whole suite, not a chosen file.
+if [ $# -eq 0 ] && [ "${FERRY_SKIP_LAB:-0}" != 1 ]; then
+  log "tests in the soft-dirty lab VM (e2e/lab)"
+  run_ava lab e2e/migrate-precopy.test.ts
+fi
+
 echo
-echo "ferry tests: ${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+echo "ferry tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"

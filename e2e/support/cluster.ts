@@ -13,12 +13,13 @@ import { AgentClient } from '../../agent/src/client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import { ControllerClient } from '../../controller/src/client.js';
 import { type PodmanStore, podmanStore, removePodmanStores } from './podman-store.js';
+import { scaled } from './time.js';
 import { createTestNetwork, type NodeProcess, startProcess, startProcessIn, type TestNetwork } from './netns.js';
 
 const FERRY = fileURLToPath(new URL('../../bin/ferry.js', import.meta.url));
 const AGENT_PORT = 7070;
 /** Short limits, so that fault tests end in seconds: a silent transfer fails after this long. */
-export const TEST_STALL_MS = 3_000;
+export const TEST_STALL_MS = scaled(3_000);
 
 export interface ClusterNode {
   name: string;
@@ -72,7 +73,7 @@ export async function startTestCluster(
     if (opts.runtimes.includes('podman')) argv.push('--podman-root', podman.root);
     const proc = await startProcessIn(net, name, argv, {
       readyLine: /listening on/,
-      timeoutMs: 30_000,
+      timeoutMs: scaled(30_000),
       env: { ...process.env, FERRY_TOKEN: agentToken },
     });
     const url = `http://${address}:${AGENT_PORT}`;
@@ -83,8 +84,15 @@ export async function startTestCluster(
 
   const startController = async (): Promise<ControllerClient> => {
     const argv = [process.execPath, FERRY, '--json', '--controller-token', controllerToken, 'controller', '--listen', '127.0.0.1:0'];
-    argv.push('--database', path.join(scratch, 'controller.db'), '--agent-timeout', '3000', '--agent-long-timeout', '120000');
-    const proc = await startProcess(argv, { readyLine: /listening on/, timeoutMs: 30_000 });
+    argv.push(
+      '--database',
+      path.join(scratch, 'controller.db'),
+      '--agent-timeout',
+      String(scaled(3_000)),
+      '--agent-long-timeout',
+      String(scaled(120_000)),
+    );
+    const proc = await startProcess(argv, { readyLine: /listening on/, timeoutMs: scaled(30_000) });
     const url = /listening on (http:\/\/\S+?);/.exec(proc.output())?.[1];
     if (!url) throw new Error(`the controller did not say where it listens:\n${proc.output()}`);
     controller = { process: proc, client: new ControllerClient(url, controllerToken) };

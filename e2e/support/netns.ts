@@ -10,6 +10,7 @@
  */
 import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
+import { scaled } from './time.js';
 
 const exec = promisify(execFile);
 
@@ -161,7 +162,7 @@ async function assertSubnetFree(prefix: string, subnet: string): Promise<void> {
   if (holder) throw new Error(`subnet ${subnet} is already in use on ${holder.ifname}; pass another subnet`);
 }
 
-async function waitForwarding(node: TestNode, timeoutMs = 5_000): Promise<void> {
+async function waitForwarding(node: TestNode, timeoutMs = scaled(5_000)): Promise<void> {
   // Carrier and bridge port state settle asynchronously after a link comes up, and the kernel offers no
   // notification short of a netlink monitor; a bounded poll is enough for a test fixture.
   const deadline = Date.now() + timeoutMs;
@@ -300,7 +301,7 @@ async function startWith(
   opts: ProcessOptions,
   where: string,
 ): Promise<NodeProcess> {
-  const { timeoutMs = 10_000, env, cwd } = opts;
+  const { timeoutMs = scaled(10_000), env, cwd } = opts;
   // A /g or /y pattern keeps lastIndex between test() calls and would skip matches.
   const readyLine = opts.readyLine && new RegExp(opts.readyLine.source, opts.readyLine.flags.replace(/[gy]/g, ''));
   const child = spawnIt(argv, { stdio: ['ignore', 'pipe', 'pipe'], env, cwd });

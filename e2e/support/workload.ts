@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, copyFile, mkdtemp, symlink, rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
+import { scaled } from './time.js';
 
 const run = promisify(execFile);
 
@@ -58,7 +59,7 @@ export async function importBusyboxImage(cli: 'podman' | 'docker', image: string
 export async function waitFor<T>(
   probe: () => Promise<T>,
   pred: (v: T) => boolean,
-  { timeoutMs = 10_000, everyMs = 50, what = 'condition' } = {},
+  { timeoutMs = scaled(10_000), everyMs = 50, what = 'condition' } = {},
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
@@ -85,7 +86,7 @@ export function readCount(cat: () => Promise<string>): Promise<number> {
   return waitFor(
     async () => Number((await cat()).trim() || Number.NaN),
     (n) => Number.isInteger(n) && n > 0,
-    { timeoutMs: 2_000, everyMs: 5, what: 'a complete count in the count file' },
+    { timeoutMs: scaled(2_000), everyMs: 5, what: 'a complete count in the count file' },
   );
 }
 

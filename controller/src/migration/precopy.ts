@@ -67,7 +67,7 @@ export function decideAfterRound(rounds: RoundFigures[], limits: PrecopyLimits):
   if (previous && last.pagesWritten >= previous.pagesWritten * CONVERGENCE_RATIO) {
     return {
       action: 'final-dump',
-      reason: `the delta stopped shrinking (${last.pagesWritten} pages after ${previous.pagesWritten}): the workload dirties memory about as fast as the link copies it`,
+      reason: `the delta stopped shrinking (${last.pagesWritten} pages after ${previous.pagesWritten}): more rounds would re-send what the workload keeps dirtying`,
     };
   }
   if (rounds.length >= limits.maxRounds) return { action: 'final-dump', reason: `the round budget (${limits.maxRounds}) is spent` };
