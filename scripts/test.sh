@@ -34,7 +34,7 @@ run_ava() {
   local out rc
   out=$(mktemp)
   set +e
-  if [ "$1" = lab ]; then
+  if [ "${1:-}" = lab ]; then
     shift
     # Software emulation runs 10-20x slower than the host: the test support scales its limits by this.
     FERRY_TEST_TIME_FACTOR=10 e2e/lab/lab.sh --timeout 1500 -- npx ava --timeout=20m "$@" 2>&1 | tee "$out"
