@@ -264,7 +264,7 @@ prepare
 dir=$(cd "$cwd" 2>/dev/null && pwd -P) || die "no such directory: $cwd"
 cwd=$dir
 case $cwd/ in
-/tmp/* | /run/* | /dev/* | /proc/* | /sys/* | /var/lib/containers/* | /var/lib/docker/* | /var/lib/containerd/* | /var/lib/cni/*)
+/run/* | /dev/* | /proc/* | /sys/* | /var/lib/containers/* | /var/lib/docker/* | /var/lib/containerd/* | /var/lib/cni/*)
   die "--cwd $cwd: that path is a fresh, empty mount inside the guest; use a directory elsewhere" ;;
 esac
 
@@ -295,6 +295,7 @@ trap cleanup EXIT
 } >"$RUN/cmd.sh"
 {
   printf 'LAB_HOSTNAME=ferry-lab\nCGROUP=%s\nTMP_SIZE=90%%\n' "$cgroup"
+  printf 'LAB_CWD=%q\n' "$cwd"
   printf 'MODULES_TREE=%q\n' "$KDIR/modules"
   printf 'MODULES=%q\n' "${GUEST_MODULES//$'\n'/ }"
 } >"$RUN/config"
