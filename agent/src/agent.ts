@@ -44,6 +44,7 @@ export interface RestoreResult {
   timings: { verifyMs: number; restoreMs: number };
 }
 
+const RECENT_RESTORES = 20;
 const since = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
 
 export class Agent {
@@ -54,6 +55,8 @@ export class Agent {
   readonly transferStallMs: number;
   private readonly busy = new Set<string>();
   private readonly sends = new Map<string, AbortController>();
+  /** Recent restore wall times per runtime: what a controller expects a restore here to cost. */
+  private readonly restoreTimes = new Map<RuntimeName, number[]>();
   private capabilities?: Promise<NodeCapabilities>;
 
   constructor(opts: AgentOptions) {
@@ -219,6 +222,9 @@ export class Agent {
         runtimeMeta: manifest.runtimeMeta,
         verified,
       });
+      const times = this.restoreTimes.get(runtime) ?? [];
+      times.push(since(t0));
+      this.restoreTimes.set(runtime, times.slice(-RECENT_RESTORES));
       return {
         checkpoint: checkpointId,
         container: outcome.container,
@@ -226,6 +232,17 @@ export class Agent {
         timings: { verifyMs, restoreMs: since(t0) },
       };
     });
+  }
+
+  /** Median of the recent restores per runtime, in ms; runtimes without one are absent. */
+  recentRestoreMs(): Partial<Record<RuntimeName, number>> {
+    const out: Partial<Record<RuntimeName, number>> = {};
+    for (const [runtime, times] of this.restoreTimes) {
+      const sorted = [...times].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)];
+      if (median !== undefined) out[runtime] = median;
+    }
+    return out;
   }
 
   listCheckpoints(): Promise<Manifest[]> {

@@ -15,6 +15,9 @@ export class AgentClient extends ApiClient {
   node(refresh = false): Promise<NodeCapabilities> {
     return this.json('GET', `/v1/node${refresh ? '?refresh=true' : ''}`);
   }
+  stats(): Promise<{ restoreMs: Partial<Record<RuntimeName, number>> }> {
+    return this.json('GET', '/v1/stats');
+  }
   async containers(runtime?: RuntimeName): Promise<ContainerInfo[]> {
     return (await this.json<{ containers: ContainerInfo[] }>('GET', `/v1/containers${runtime ? `?runtime=${runtime}` : ''}`)).containers;
   }

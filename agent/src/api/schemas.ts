@@ -102,6 +102,13 @@ export const routes = {
     querystring: { type: 'object', properties: { refresh: { type: 'boolean' } }, additionalProperties: false },
     response: { 200: { type: 'object', additionalProperties: true }, ...errors },
   },
+  stats: {
+    summary: 'What operations cost on this node lately: the median restore wall time per runtime (ms)',
+    response: {
+      200: { type: 'object', properties: { restoreMs: { type: 'object', additionalProperties: { type: 'number' } } } },
+      ...errors,
+    },
+  },
   listContainers: {
     summary: 'Containers of every available runtime, or of one',
     querystring: { type: 'object', properties: { runtime }, additionalProperties: false },

@@ -42,6 +42,7 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true, node: agent.node }));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get<{ Querystring: { refresh?: boolean } }>('/v1/node', { schema: routes.node }, async (req) => agent.probe(req.query.refresh));
+  app.get('/v1/stats', { schema: routes.stats }, async () => ({ restoreMs: agent.recentRestoreMs() }));
   app.get<{ Querystring: { runtime?: RuntimeName } }>('/v1/containers', { schema: routes.listContainers }, async (req) => ({
     containers: await agent.listContainers(req.query.runtime),
   }));

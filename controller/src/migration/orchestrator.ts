@@ -11,7 +11,7 @@ import { FerryError, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { MigrationRepo } from '../store/migrations.js';
-import { decideAfterRound, estimateDowntimeMs, type RoundFigures } from './precopy.js';
+import { decideAfterRound, estimateDowntimeMs, RESTORE_PRIOR_MS, type RoundFigures } from './precopy.js';
 import { checkCompatibility, chooseStrategy } from './preflight.js';
 import { isFinished, type MigrationEvent, type MigrationRecord, type MigrationRequest, type Step } from './types.js';
 
@@ -178,13 +178,15 @@ export class Orchestrator {
       await this.step(m, 'preflight', async () => {
         // The agents' cached probes: CRIU and the kernel do not change under a running agent, and a fresh
         // probe (criu check on both nodes) would add half a second to every migration.
-        const [sourceCaps, targetCaps, taken] = await Promise.all([
+        const [sourceCaps, targetCaps, taken, targetStats] = await Promise.all([
           source.node(),
           target.node(),
           target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
+          target.stats(),
           // podman and docker restore onto the image the container was created from: it must be there.
           m.source.imageId ? target.assertImage(runtime, m.source.imageId) : undefined,
         ]);
+        m.restoreEstimateMs = targetStats.restoreMs[runtime] ?? RESTORE_PRIOR_MS;
         checkCompatibility(sourceCaps, targetCaps, runtime);
         if (taken) {
           throw new FerryError('conflict', `${m.target.node} already has a ${runtime} container named ${m.target.containerName}`, {
@@ -289,7 +291,7 @@ export class Orchestrator {
         dumpMs,
         bytesSent: sent.bytes,
         transferMs: sent.ms,
-        estimatedDowntimeMs: estimateDowntimeMs(figures),
+        estimatedDowntimeMs: estimateDowntimeMs(figures, m.restoreEstimateMs),
       };
       m.rounds.push(round);
       m.figures.estimatedDowntimeMs = round.estimatedDowntimeMs;

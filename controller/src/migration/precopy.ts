@@ -8,7 +8,8 @@
  *
  *   frozen time of the last round (CRIU's own figure: freezing, dumping the non-memory state)
  *   + bytes dirtied in the last round / bandwidth measured on the last transfer
- *   + time to restore on the target (a prior until one is measured),
+ *   + time to restore on the target (the target agent's recent median, GET /v1/stats; a prior until it
+ *     has restored anything),
  *
  * and stops when that meets the target (maxDowntimeMs). It also stops when more rounds cannot help: the
  * delta stopped shrinking (within 10% of the previous round: the dirty rate has caught up with the link,
@@ -42,7 +43,7 @@ export type PrecopyDecision = { action: 'another-round' } | { action: 'final-dum
 export const PAGE_SIZE = 4096;
 /** A delta this close to the previous one is not shrinking. */
 export const CONVERGENCE_RATIO = 0.9;
-/** What a restore costs before one has been measured in this migration (runc, small container, here). */
+/** What a restore costs before the target has measured any (runc, small container, on these machines). */
 export const RESTORE_PRIOR_MS = 200;
 
 export function estimateDowntimeMs(

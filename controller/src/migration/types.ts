@@ -64,6 +64,8 @@ export interface MigrationRecord {
   checkpointId: string;
   /** Pre-copy rounds, each a pre-dump on the source sent to the target while the container ran. */
   rounds: RoundFigures[];
+  /** What a restore on the target is expected to cost: its recent median, else a prior (precopy.ts). */
+  restoreEstimateMs?: number;
   /** Why the rounds ended (pre-copy only). */
   precopyStop?: string;
   figures: MigrationFigures;
