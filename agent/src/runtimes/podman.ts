@@ -11,13 +11,11 @@
  * restore.log, deleted on success, kept on failure.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { relevantCriuLogLines } from '../criu/log.js';
 import { readDumpStats, type CriuRestoreStats } from '../criu/stats.js';
-import { execa } from 'execa';
 import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
@@ -190,35 +188,16 @@ export class PodmanDriver implements RuntimeDriver {
       });
     }
     // Inside the store's directory: same filesystem as the result, and swept with it if the agent dies.
-    // podman writes its export into a FIFO that tar unpacks as it arrives: the unpack overlaps podman's
-    // own work instead of following it (measured 60-90 ms of a 64 MiB container's downtime).
-    const fifo = path.join(req.dir, '.podman-export.fifo');
-    const args = ['container', 'checkpoint', '--export', fifo, '--compress', 'none'];
+    const archive = path.join(req.dir, '.podman-export.tar');
+    const args = ['container', 'checkpoint', '--export', archive, '--compress', 'none'];
     if (req.preDump) args.push('--pre-checkpoint');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--with-previous');
-    await runCommand('mkfifo', ['-m', '600', fifo]);
-    const unpacking = execa('tar', ['-C', req.dir, '-xf', fifo], { reject: false, stdin: 'ignore' });
     try {
       await this.podman([...args, '--', c.id], (f) => this.checkpointFailure(c, req, f));
-    } catch (err) {
-      unpacking.kill('SIGKILL');
-      await unpacking;
-      throw err;
+      await runCommand('tar', ['-C', req.dir, '-xf', archive]);
     } finally {
-      // If podman never opened the FIFO, tar still waits in open(): a writer that opens and closes it ends
-      // that wait with an empty archive (an error below). With no reader left, the open fails: nothing to do.
-      await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK).then(
-        (fh) => fh.close(),
-        () => undefined,
-      );
-      await rm(fifo, { force: true });
-    }
-    const unpacked = await unpacking;
-    if (unpacked.exitCode !== 0) {
-      throw new FerryError('runtime_failed', `unpacking podman's export of ${c.name} failed: ${String(unpacked.stderr).trim()}`, {
-        hint: 'the container was checkpointed by podman; see the agent log',
-      });
+      await rm(archive, { force: true });
     }
     // podman exports a pre-dump's images as pre-checkpoint/; the store keeps every dump's under checkpoint/.
     if (req.preDump) await rename(path.join(req.dir, 'pre-checkpoint'), path.join(req.dir, 'checkpoint'));
