@@ -4,7 +4,9 @@
  * with the field named; a failing target restore rolls back and leaves the source running.
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -19,6 +21,7 @@ import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } 
 import { expectCountResumed, waitFor } from './support/workload.js';
 
 const run = promisify(execFile);
+const FERRY = fileURLToPath(new URL('../bin/ferry.js', import.meta.url));
 let cluster: TestCluster;
 let scratch: string;
 const started: { id: string; root: string }[] = [];
@@ -182,3 +185,24 @@ test.serial(
     await rm(path.join(cluster.node('b').runcRoot, id), { recursive: true, force: true });
   },
 );
+
+test.serial('CLI: nodes and migrations as tables and JSON; a bad flag value is named', async (t) => {
+  const ferry = (...args: string[]) =>
+    execa(process.execPath, [FERRY, '--controller', cluster.client().url, '--controller-token', cluster.controllerToken, ...args], {
+      reject: false,
+    });
+  const nodes = await ferry('nodes');
+  t.is(nodes.exitCode, 0, nodes.stderr);
+  t.regex(nodes.stdout, /^NAME\s+URL\s+HEALTHY/m);
+  t.regex(nodes.stdout, /^a\s+http:\/\/\S+\s+yes/m);
+  const list = await ferry('--json', 'migrations');
+  const migrations = JSON.parse(list.stdout) as { status: string }[];
+  t.true(migrations.some((m) => m.status === 'succeeded'));
+  const bad = await ferry('migrate', 'x', '--from', 'a', '--to', 'b', '-r', 'runc', '--max-downtime', 'soon');
+  t.is(bad.exitCode, 1);
+  t.regex(bad.stderr, /--max-downtime must be a positive integer/);
+  const unknown = await ferry('migrate', 'nonexistent', '--from', 'a', '--to', 'b', '-r', 'runc');
+  t.is(unknown.exitCode, 1);
+  t.regex(unknown.stderr, /^error: no runc container 'nonexistent' on node a/m);
+  t.regex(unknown.stderr, /^hint: /m);
+});

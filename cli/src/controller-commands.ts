@@ -162,6 +162,22 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     });
 
   program
+    .command('cancel <migration>')
+    .description('cancel a migration; it rolls back at its next step')
+    .action(async (id: string) => {
+      const m = await client().cancel(id);
+      ctx.print(m, () => `cancellation of ${m.id} requested (now at ${m.step}); follow it with: ferry migration ${m.id} --follow`);
+    });
+
+  nodes
+    .command('rm <name>')
+    .description('forget a node')
+    .action(async (name: string) => {
+      await client().removeNode(name);
+      ctx.print({ removed: name }, () => `removed ${name}`);
+    });
+
+  program
     .command('migration <id>')
     .description('one migration; --follow streams its events until it ends')
     .option('--follow', 'stream events until the migration ends')

@@ -15,6 +15,9 @@ export class ControllerClient extends ApiClient {
   registerNode(name: string, url: string, token: string): Promise<PublicNode> {
     return this.json('POST', '/nodes', { name, url, token });
   }
+  removeNode(name: string): Promise<void> {
+    return this.json('DELETE', `/nodes/${encodeURIComponent(name)}`);
+  }
   async nodes(): Promise<PublicNode[]> {
     return (await this.json<{ nodes: PublicNode[] }>('GET', '/nodes')).nodes;
   }
