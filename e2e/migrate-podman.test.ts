@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { busyboxRootfs, COUNT_FILE, COUNTER_ARGV, expectCountResumed, importBusyboxImage, readCount, waitFor } from './support/workload.js';
+import { podmanCount, podmanOn as podmanOnNode, podmanState } from './support/podman-node.js';
+import { busyboxRootfs, COUNTER_ARGV, expectCountResumed, importBusyboxImage, waitFor } from './support/workload.js';
 
 let cluster: TestCluster;
 let scratch: string;
@@ -27,14 +28,9 @@ test.after.always(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
-/** podman in a node: its store, and its network namespace, where that node's agent runs podman too. */
-const podmanOn = (node: string, args: string[]) =>
-  execa('nsenter', [`--net=/run/netns/${cluster.net.node(node).netns}`, '--', 'podman', ...cluster.node(node).podman.args, ...args]);
-const countOn = (node: string, name: string) => readCount(async () => (await podmanOn(node, ['exec', name, 'cat', COUNT_FILE])).stdout);
-const stateOn = async (node: string, name: string) => {
-  const r = await podmanOn(node, ['container', 'inspect', '--format', '{{.State.Status}}', name]).catch(() => undefined);
-  return r?.stdout.trim() || undefined;
-};
+const podmanOn = (node: string, args: string[]) => podmanOnNode(cluster, node, args);
+const countOn = (node: string, name: string) => podmanCount(cluster, node, name);
+const stateOn = (node: string, name: string) => podmanState(cluster, node, name);
 
 test.serial('podman: a counting container moves from a to b and keeps counting; the source is removed', async (t) => {
   const name = `mig-podman-${process.pid}`;

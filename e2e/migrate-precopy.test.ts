@@ -9,11 +9,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { podmanCount, podmanOn, podmanState } from './support/podman-node.js';
 import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
 import { scaled } from './support/time.js';
-import { expectCountResumed, waitFor } from './support/workload.js';
+import { COUNTER_ARGV, expectCountResumed, importBusyboxImage, waitFor } from './support/workload.js';
 
 const run = promisify(execFile);
 const tracking = await run('criu', ['check', '--feature', 'mem_dirty_track']).then(
@@ -31,9 +33,11 @@ if (tracking) {
   test.before(async () => {
     scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-precopy-'));
     cluster = await startTestCluster(`c${process.pid % 100000}`, ['a', 'b'], {
-      runtimes: ['runc'],
+      runtimes: ['runc', 'podman'],
       subnet: `10.82.${process.pid % 250}.0/24`,
     });
+    // podman restores onto the image id recorded in the checkpoint: both nodes get the same image.
+    for (const n of ['a', 'b']) await importBusyboxImage('podman', IMAGE, scratch, cluster.node(n).podman.args);
   });
   test.after.always(async () => {
     for (const n of ['a', 'b']) await runcRemove(id, cluster?.node(n).runcRoot);
@@ -85,6 +89,38 @@ serial(
     );
     t.log(
       `rounds ${m.rounds.map((r) => r.pagesWritten).join(' -> ')} pages, final ${m.figures.finalPagesWritten}; downtime ${inside.maxGapMs} ms inside, ${m.figures.downtimeMs} ms by the controller (estimated ${m.figures.estimatedDowntimeMs}); ${m.precopyStop}`,
+    );
+  },
+);
+
+serial(
+  'podman pre-copy (needs soft-dirty tracking; run it in e2e/lab): one pre-checkpoint round, then the final dump on top of it',
+  async (t) => {
+    const name = `mig-precopy-podman-${process.pid}`;
+    await podmanOn(cluster, 'a', ['run', '-d', '--name', name, IMAGE, ...COUNTER_ARGV]);
+    const before = await waitFor(
+      () => podmanCount(cluster, 'a', name),
+      (n) => n >= 3,
+      { what: `${name} to count`, timeoutMs: scaled(20_000) },
+    );
+    const accepted = await cluster
+      .client()
+      .migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b', strategy: 'precopy' });
+    for await (const _ of cluster.client().events(accepted.id)) {
+      // drained when the migration finishes
+    }
+    const m = await cluster.client().migration(accepted.id);
+    t.is(m.status, 'succeeded', JSON.stringify(m.error));
+    t.is(m.strategy?.used, 'precopy');
+    t.is(m.rounds.length, 1, 'podman keeps one pre-checkpoint');
+    t.true(
+      (m.figures.finalPagesWritten ?? Number.POSITIVE_INFINITY) < (m.rounds[0]?.pagesWritten ?? 0),
+      'the final dump wrote only the delta',
+    );
+    await expectCountResumed(() => podmanCount(cluster, 'b', name), before);
+    t.is(await podmanState(cluster, 'a', name), undefined);
+    t.log(
+      `round 1: ${m.rounds[0]?.pagesWritten} pages, final ${m.figures.finalPagesWritten}; downtime ${m.figures.downtimeMs} ms by the controller`,
     );
   },
 );

@@ -264,7 +264,9 @@ export class Orchestrator {
    * decideAfterRound says a final dump now costs little enough or more rounds cannot help.
    */
   private async precopyRounds(m: MigrationRecord, source: AgentClient, peer: { url: string; token: string }): Promise<void> {
-    const limits = { maxDowntimeMs: m.request.maxDowntimeMs, maxRounds: m.request.maxRounds, maxBytesFactor: m.request.maxBytesFactor };
+    // podman keeps a single pre-checkpoint per container: its pre-copy is one round.
+    const maxRounds = m.source.runtime === 'podman' ? 1 : m.request.maxRounds;
+    const limits = { maxDowntimeMs: m.request.maxDowntimeMs, maxRounds, maxBytesFactor: m.request.maxBytesFactor };
     for (let i = m.rounds.length + 1; ; i++) {
       if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', `cancelled before pre-copy round ${i}`);
       const id = `${m.checkpointId}-r${i}`;

@@ -70,8 +70,8 @@ export function chooseStrategy(
   if (runtime === 'podman') {
     return {
       requested,
-      used: 'stopcopy',
-      reason: 'podman keeps one pre-checkpoint per container and cannot chain rounds; iterative pre-copy runs through runc',
+      used: 'precopy',
+      reason: `${source.node} tracks dirty memory; podman keeps one pre-checkpoint per container, so one round, then the final dump on top of it`,
     };
   }
   return {
