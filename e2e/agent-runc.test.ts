@@ -85,7 +85,8 @@ test.serial('leave-running checkpoint, later restored under another name; both k
   t.not(r.container.bundle, path.join(scratch, id), 'the original still uses its bundle: the copy gets its own');
   // The copy resumes from the checkpoint's memory: past its start, behind the original that kept going.
   const copy = await expectCountResumed(() => runcCount(`${id}-copy`), 0);
-  t.true(copy.first <= atCheckpoint, `copy starts from the checkpoint (${copy.first} <= ${atCheckpoint})`);
+  // The copy may tick once before it is first read; a copy that restarted would be far below.
+  t.true(copy.first <= atCheckpoint + 1, `copy starts from the checkpoint (${copy.first} <= ${atCheckpoint} + 1)`);
   t.true(copy.first > 1, 'copy did not restart from 1');
   const original = await runcCount(id);
   t.true(original > atCheckpoint, 'original still counts');
@@ -116,13 +117,20 @@ test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt
   buf[Math.floor(buf.length / 2)] = (buf[Math.floor(buf.length / 2)] ?? 0) ^ 0x01;
   await writeFile(file, buf);
 
-  const containersBefore = (await agent.client.containers('runc')).map((c) => c.id).sort();
+  // Only this test's containers: podman's share runc's default root, and other test files run meanwhile.
+  const ours = async () =>
+    (await agent.client.containers('runc'))
+      .map((c) => c.id)
+      .filter((c) => c.startsWith(id))
+      .sort();
+  const containersBefore = await ours();
   const err = await t.throwsAsync(agent.client.restore(m.id, { name: `${id}-bad` }));
   t.is(codeOf(err), 'checkpoint_corrupt');
   t.is(statusOf(err), 422);
   t.regex(err?.message ?? '', /pages-\d+\.img/);
   t.truthy(isFerryError(err) && err.hint);
-  t.deepEqual((await agent.client.containers('runc')).map((c) => c.id).sort(), containersBefore);
+  t.deepEqual(await ours(), containersBefore, 'no container was created or removed');
+  t.deepEqual(containersBefore, [id]);
   t.is((await agent.client.getCheckpoint(m.id)).id, m.id, 'the checkpoint stays listed for inspection');
 });
 

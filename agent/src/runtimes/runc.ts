@@ -181,23 +181,35 @@ export class RuncDriver implements RuntimeDriver {
     if (req.preDump) args.push('--pre-dump');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--parent-path', req.parentPath);
-    await this.runc([...args, id], (f) => criuFailure('checkpoint', id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')));
+    // A container that keeps running would write to its files between the dump and the capture of its
+    // rootfs, and CRIU refuses to restore an open file whose size changed. So a full leave-running
+    // checkpoint holds it paused (cgroup freezer) until the rootfs is captured: one consistent state.
+    const holdPaused = req.leaveRunning && !req.preDump;
+    if (holdPaused) await this.runc(['pause', id]);
+    let fingerprint: string | undefined;
+    let stats: Awaited<ReturnType<typeof readDumpStats>>;
+    try {
+      await this.runc([...args, id], (f) =>
+        criuFailure('checkpoint', id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')),
+      );
 
-    // CRIU writes its figures and log to the work dir; the checkpoint keeps them where podman would.
-    const stats = await readDumpStats(path.join(workDir, 'stats-dump'));
-    await moveIfPresent(path.join(workDir, 'stats-dump'), path.join(req.dir, 'stats-dump'));
-    await moveIfPresent(path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log'), path.join(req.dir, 'dump.log'));
-    await rm(workDir, { recursive: true, force: true });
-    req.onImagesWritten?.();
+      // CRIU writes its figures and log to the work dir; the checkpoint keeps them where podman would.
+      stats = await readDumpStats(path.join(workDir, 'stats-dump'));
+      await moveIfPresent(path.join(workDir, 'stats-dump'), path.join(req.dir, 'stats-dump'));
+      await moveIfPresent(path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log'), path.join(req.dir, 'dump.log'));
+      await rm(workDir, { recursive: true, force: true });
+      req.onImagesWritten?.();
 
-    // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
-    // The fingerprint is taken from the same dead container's tree as the tar, so they describe one state;
-    // a leave-running container keeps writing, and its fingerprint will simply not match later.
-    const [fingerprint] = await Promise.all([
-      req.preDump ? undefined : bundleFingerprint(bundle, rootfs),
-      copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
-      req.preDump ? undefined : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
-    ]);
+      // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
+      // The fingerprint is taken from the same stopped (or paused) tree as the tar: one state.
+      [fingerprint] = await Promise.all([
+        req.preDump ? undefined : bundleFingerprint(bundle, rootfs),
+        copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
+        req.preDump ? undefined : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
+      ]);
+    } finally {
+      if (holdPaused) await this.runc(['resume', id]);
+    }
     const meta: RuncMeta = { id, bundle, ...(fingerprint ? { fingerprint } : {}) };
     await writeFile(
       path.join(req.dir, 'config.dump'),
