@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops the daemons Ferry's tests need, idempotently: a service that already answers is left
 # alone (and not stopped later), one this script started is recorded under /run/ferry and stopped by
-# `stop`. Usage: scripts/services.sh start|stop|status SERVICE...   (services: docker)
+# `stop`. `start` prints "started" for each service it started, so a caller can stop only those and
+# leave alone what another run on the machine started. Usage: scripts/services.sh start|stop|status SERVICE...
 set -euo pipefail
 
 STATE_DIR=/run/ferry
@@ -38,6 +39,7 @@ start_docker() {
     exit 1
   fi
   log "dockerd started (pid $(cat "$STATE_DIR/dockerd.started")), log /var/log/ferry-dockerd.log"
+  echo started
 }
 
 stop_docker() {
