@@ -1,12 +1,10 @@
 /** The agent's HTTP API: thin routes over Agent, with schemas, auth and one error shape. */
-import Fastify, { type FastifyInstance } from 'fastify';
-import swagger from '@fastify/swagger';
+import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import type { Agent } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
-import { tokenMatches } from './auth.js';
-import { installErrorHandling } from './errors.js';
+import { createBaseApi } from './base.js';
 import { routes, sharedSchemas } from './schemas.js';
 
 export interface ApiOptions {
@@ -15,32 +13,19 @@ export interface ApiOptions {
   logger?: boolean;
 }
 
-const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
-
 export async function buildAgentApi({ agent, token, logger = false }: ApiOptions): Promise<FastifyInstance> {
-  if (!token) throw new FerryError('bad_request', 'the agent needs a token', { hint: 'set FERRY_TOKEN or --token' });
-  const app = Fastify({ logger, ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } } });
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'Ferry agent API', version: '1' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearer: [] }],
-    },
-  });
-  for (const s of sharedSchemas) app.addSchema(s);
-  installErrorHandling(app);
-
-  app.addHook('onRequest', async (req) => {
-    if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
-    if (!tokenMatches(req.headers.authorization, token)) {
-      throw new FerryError('unauthorized', 'missing or wrong bearer token', { hint: 'send Authorization: Bearer <agent token>' });
-    }
+  const app = await createBaseApi({
+    what: 'agent',
+    token,
+    tokenSource: 'FERRY_TOKEN or --token',
+    schemas: sharedSchemas,
+    logger,
+    ajvOptions: { coerceTypes: 'array', removeAdditional: false },
   });
   // Archives arrive as raw streams; the store unpacks and verifies them as they come.
   app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
 
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true, node: agent.node }));
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   app.get<{ Querystring: { refresh?: boolean } }>('/v1/node', { schema: routes.node }, async (req) => agent.probe(req.query.refresh));
   app.get('/v1/stats', { schema: routes.stats }, async () => ({ restoreMs: agent.recentRestoreMs() }));
   app.get<{ Querystring: { runtime?: RuntimeName } }>('/v1/containers', { schema: routes.listContainers }, async (req) => ({

@@ -46,18 +46,12 @@ export async function describeFiles(dir: string, files: string[], sync: boolean)
   return Promise.all(files.map(async (p) => ({ path: p, ...(await hashFile(path.join(dir, p), sync)) })));
 }
 
-/** fsync through a read-only descriptor: on Linux it flushes the file's dirty pages all the same. */
-export async function syncFile(file: string): Promise<void> {
+/**
+ * fsync of a file or a directory through a read-only descriptor: on Linux that flushes a file's dirty
+ * pages all the same, and a directory's entries.
+ */
+export async function syncPath(file: string): Promise<void> {
   const fh = await open(file, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
   try {
     await fh.sync();
   } finally {

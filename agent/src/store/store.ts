@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { packDirectory, unpackInto } from './archive.js';
-import { describeFiles, listFiles, syncDir, syncFile } from './files.js';
+import { describeFiles, listFiles, syncPath } from './files.js';
 import { assertCheckpointId } from './ids.js';
 import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.js';
 
@@ -94,9 +94,9 @@ export class ImageStore {
     };
     manifest.timings.sealMs = Math.round((performance.now() - started) * 1000) / 1000;
     await writeFile(path.join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 1), { flush: true });
-    await syncDir(dir);
+    await syncPath(dir);
     await rename(dir, this.dirOf(id));
-    await syncDir(this.checkpointsDir);
+    await syncPath(this.checkpointsDir);
     return manifest;
   }
 
@@ -187,10 +187,10 @@ export class ImageStore {
         manifest,
         manifest.files.map((f) => written.find((w) => w.path === f.path)),
       );
-      await Promise.all(written.map((f) => syncFile(path.join(dir, f.path))));
-      await syncDir(dir);
+      await Promise.all(written.map((f) => syncPath(path.join(dir, f.path))));
+      await syncPath(dir);
       await rename(dir, this.dirOf(id));
-      await syncDir(this.checkpointsDir);
+      await syncPath(this.checkpointsDir);
       return manifest;
     } catch (err) {
       await rm(dir, { recursive: true, force: true });

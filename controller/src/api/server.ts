@@ -1,9 +1,6 @@
 /** The controller's HTTP API: nodes, migrations and their event streams. Thin routes over the registry and orchestrator. */
-import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance } from 'fastify';
-import { tokenMatches } from '../../../agent/src/api/auth.js';
-import { installErrorHandling } from '../../../agent/src/api/errors.js';
-import { FerryError } from '../../../agent/src/errors.js';
+import type { FastifyInstance } from 'fastify';
+import { createBaseApi } from '../../../agent/src/api/base.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { Orchestrator } from '../migration/orchestrator.js';
 import { isFinished, type MigrationEvent, type MigrationRequest } from '../migration/types.js';
@@ -17,29 +14,17 @@ export interface ControllerApiOptions {
   logger?: boolean;
 }
 
-const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
-
 export async function buildControllerApi({ orchestrator, nodes, token, logger = false }: ControllerApiOptions): Promise<FastifyInstance> {
-  if (!token) throw new FerryError('bad_request', 'the controller needs a token', { hint: 'set FERRY_CONTROLLER_TOKEN or --token' });
-  const app = Fastify({ logger, ajv: { customOptions: { removeAdditional: false, useDefaults: true } } });
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'Ferry controller API', version: '1' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
-      security: [{ bearer: [] }],
-    },
-  });
-  for (const s of sharedSchemas) app.addSchema(s);
-  installErrorHandling(app);
-  app.addHook('onRequest', async (req) => {
-    if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
-    if (!tokenMatches(req.headers.authorization, token)) {
-      throw new FerryError('unauthorized', 'missing or wrong bearer token', { hint: 'send Authorization: Bearer <controller token>' });
-    }
+  const app = await createBaseApi({
+    what: 'controller',
+    token,
+    tokenSource: 'FERRY_CONTROLLER_TOKEN or --controller-token',
+    schemas: sharedSchemas,
+    logger,
+    ajvOptions: { removeAdditional: false, useDefaults: true },
   });
 
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true }));
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.post<{ Body: { name: string; url: string; token: string } }>('/nodes', { schema: routes.registerNode }, async (req, reply) =>
     reply.status(201).send(await nodes.register(req.body.name, req.body.url, req.body.token)),

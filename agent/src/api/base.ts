@@ -1,0 +1,44 @@
+/**
+ * What every Ferry HTTP API shares (agent, controller): the OpenAPI document, the shared schemas, one
+ * error shape, and a bearer token on every route but health and the document.
+ */
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { FerryError } from '../errors.js';
+import { tokenMatches } from './auth.js';
+import { installErrorHandling } from './errors.js';
+
+const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
+
+export interface BaseApiOptions {
+  /** e.g. 'agent': names the API in its document and the token in errors. */
+  what: string;
+  token: string;
+  /** Where the token comes from, for the error when it is missing. */
+  tokenSource: string;
+  schemas: readonly object[];
+  logger: boolean;
+  ajvOptions: Record<string, unknown>;
+}
+
+export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance> {
+  if (!o.token) throw new FerryError('bad_request', `the ${o.what} needs a token`, { hint: `set ${o.tokenSource}` });
+  const app = Fastify({ logger: o.logger, ajv: { customOptions: o.ajvOptions } });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: `Ferry ${o.what} API`, version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  for (const s of o.schemas) app.addSchema(s);
+  installErrorHandling(app);
+  app.addHook('onRequest', async (req) => {
+    if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
+    if (!tokenMatches(req.headers.authorization, o.token)) {
+      throw new FerryError('unauthorized', 'missing or wrong bearer token', { hint: `send Authorization: Bearer <${o.what} token>` });
+    }
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}
