@@ -42,10 +42,7 @@ test.serial('podman: a counting container moves from a to b and keeps counting; 
   );
 
   const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
-  for await (const _ of cluster.client().events(accepted.id)) {
-    // drained when the migration finishes
-  }
-  const m = await cluster.client().migration(accepted.id);
+  const m = await cluster.finished(accepted.id);
   t.is(m.status, 'succeeded', JSON.stringify(m.error));
   t.is(m.strategy?.used, 'stopcopy');
   await expectCountResumed(() => countOn('b', name), before);
@@ -69,10 +66,7 @@ test.serial('podman: an image missing on the target fails preflight; the contain
   );
 
   const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
-  for await (const _ of cluster.client().events(accepted.id)) {
-    // drained when the migration finishes
-  }
-  const m = await cluster.client().migration(accepted.id);
+  const m = await cluster.finished(accepted.id);
   t.is(m.status, 'failed');
   t.is(m.error?.step, 'preflight');
   t.is(m.error?.code, 'image_not_found', m.error?.message);

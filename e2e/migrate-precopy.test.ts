@@ -66,10 +66,7 @@ serial(
       maxDowntimeMs: 200,
       maxRounds: 6,
     });
-    for await (const _ of cluster.client().events(accepted.id)) {
-      // drained when the migration finishes
-    }
-    const m = await cluster.client().migration(accepted.id);
+    const m = await cluster.finished(accepted.id);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
     t.true(m.rounds.length > 1, `${m.rounds.length} rounds (${m.precopyStop})`);
@@ -106,10 +103,7 @@ serial(
     const accepted = await cluster
       .client()
       .migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b', strategy: 'precopy' });
-    for await (const _ of cluster.client().events(accepted.id)) {
-      // drained when the migration finishes
-    }
-    const m = await cluster.client().migration(accepted.id);
+    const m = await cluster.finished(accepted.id);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
     t.is(m.rounds.length, 1, 'podman keeps one pre-checkpoint');

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../agent/src/client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import { ControllerClient } from '../../controller/src/client.js';
+import type { MigrationRecord } from '../../controller/src/migration/types.js';
 import { type PodmanStore, podmanStore, removePodmanStores } from './podman-store.js';
 import { scaled } from './time.js';
 import { createTestNetwork, type NodeProcess, startProcess, startProcessIn, type TestNetwork } from './netns.js';
@@ -36,6 +37,8 @@ export interface ClusterNode {
 export interface TestCluster {
   net: TestNetwork;
   controllerToken: string;
+  /** Follows a migration's event stream to its end and returns the final record. */
+  finished(id: string): Promise<MigrationRecord>;
   /** The client of the controller now running (a restart makes a new one). */
   client(): ControllerClient;
   controllerProcess(): NodeProcess;
@@ -128,6 +131,12 @@ export async function startTestCluster(
     net,
     controllerToken,
     client: () => running().client,
+    async finished(id) {
+      for await (const _ of running().client.events(id)) {
+        // drained: the stream ends with the migration's 'finished' event
+      }
+      return running().client.migration(id);
+    },
     controllerProcess: () => running().process,
     node,
     async killAgent(name) {
