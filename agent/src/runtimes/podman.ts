@@ -19,6 +19,7 @@ import { readDumpStats, type CriuRestoreStats } from '../criu/stats.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
+import { holdFrozen } from './freezer.js';
 import type {
   CheckpointOutcome,
   CheckpointRequest,
@@ -193,8 +194,14 @@ export class PodmanDriver implements RuntimeDriver {
     if (req.preDump) args.push('--pre-checkpoint');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--with-previous');
+    // podman writes the rootfs diff after CRIU lets a leave-running container go; frozen, both are one state.
+    const thaw = req.leaveRunning && !req.preDump ? await holdFrozen(c.pid ?? (await this.inspect(c.id)).State.Pid, c.name) : undefined;
     try {
-      await this.podman([...args, '--', c.id], (f) => this.checkpointFailure(c, req, f));
+      try {
+        await this.podman([...args, '--', c.id], (f) => this.checkpointFailure(c, req, f));
+      } finally {
+        await thaw?.();
+      }
       await runCommand('tar', ['-C', req.dir, '-xf', archive]);
     } finally {
       await rm(archive, { force: true });

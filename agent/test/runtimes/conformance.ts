@@ -8,7 +8,7 @@ import type { TestFn } from 'ava';
 import { execa } from 'execa';
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { expectCountResumed, waitFor } from '../../../e2e/support/workload.js';
+import { COUNT_FILE, expectCountResumed, waitFor } from '../../../e2e/support/workload.js';
 import { isFerryError } from '../../src/errors.js';
 import { codeOf, type RuntimeHarness, timed } from './harness.js';
 
@@ -17,6 +17,11 @@ export interface RuntimeFacts {
   criuStats: boolean;
   /** CRIU's log reaches the driver on failure. */
   criuLog: boolean;
+  /**
+   * A leave-running checkpoint captures the container's files in the same frozen instant as its memory.
+   * docker's cannot: containerd refuses to checkpoint a frozen container (docs/architecture.md).
+   */
+  frozenFilesystem: boolean;
 }
 
 export function conformanceTests(test: TestFn, h: RuntimeHarness, facts: RuntimeFacts): void {
@@ -75,6 +80,23 @@ export function conformanceTests(test: TestFn, h: RuntimeHarness, facts: Runtime
     t.is((await driver.find(name))?.state, 'running');
     t.is((await driver.find(copy))?.state, 'running');
     await expectCountResumed(() => h.count(copy), atCheckpoint);
+  });
+
+  const frozenTest = facts.frozenFilesystem ? test.serial : test.serial.skip;
+  frozenTest(label('leave-running checkpoint of a container growing an open file: dump and rootfs agree'), async (t) => {
+    // CRIU records the size of every open file (write-only appends, logs, excepted) and refuses a restore
+    // whose file differs; a rootfs captured after the container was let go again would hold a longer file.
+    // Growing a read-write file as fast as a shell can makes that race all but certain.
+    const grower = ['/bin/sh', '-c', `exec 3<>/tmp/grow; i=0; while true; do i=$((i+1)); echo $i >&3; echo $i > ${COUNT_FILE}; done`];
+    const name = await h.counter('grow', grower);
+    const dir = await h.checkpointDir('grow');
+    const atCheckpoint = await h.count(name);
+    const outcome = await driver.checkpoint({ container: await h.found(name), dir, leaveRunning: true });
+    const copy = h.track(`${name}-copy`);
+    const restored = await driver.restore({ dir, name: copy, runtimeMeta: outcome.runtimeMeta, verified: Promise.resolve() });
+    t.is(restored.container.state, 'running');
+    await expectCountResumed(() => h.count(copy), atCheckpoint);
+    await expectCountResumed(() => h.count(name), atCheckpoint);
   });
 
   test.serial(label('unknown and stopped containers are refused with their own codes'), async (t) => {

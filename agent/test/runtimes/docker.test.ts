@@ -17,7 +17,7 @@ test.serial('docker: the driver reports dockerd with experimental checkpoints', 
   t.regex(status.version ?? '', /^\d+\.\d+/);
 });
 
-conformanceTests(test, h, { criuStats: false, criuLog: false });
+conformanceTests(test, h, { criuStats: false, criuLog: false, frozenFilesystem: false });
 
 test.serial('docker: pre-dump is refused as unsupported; the container keeps running', async (t) => {
   const name = await h.counter('predump');

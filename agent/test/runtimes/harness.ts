@@ -19,8 +19,8 @@ export interface RuntimeHarness {
   scratch(): string;
   /** Registers a container this test made (e.g. a restored copy) for removal at the end. */
   track(name: string): string;
-  /** Starts the counter, waits until it counts, and returns its name. */
-  counter(what: string): Promise<string>;
+  /** Starts the counter (or another program that writes COUNT_FILE), waits until it counts, returns its name. */
+  counter(what: string, argv?: string[]): Promise<string>;
   found(name: string): Promise<ContainerInfo>;
   count(name: string): Promise<number>;
   checkpointDir(what: string): Promise<string>;
@@ -47,9 +47,9 @@ export function runtimeHarness(test: TestFn, driver: RuntimeDriver, cli: 'podman
       containers.push(name);
       return name;
     },
-    async counter(what) {
+    async counter(what, argv = COUNTER_ARGV) {
       const name = h.track(`ferry-${cli}-${what}-${process.pid}`);
-      await execa(cli, ['run', '-d', '--name', name, IMAGE, ...COUNTER_ARGV]);
+      await execa(cli, ['run', '-d', '--name', name, IMAGE, ...argv]);
       await waitFor(
         () => h.count(name),
         (n) => n >= 3,

@@ -16,7 +16,7 @@ import { codeOf, runtimeHarness } from './harness.js';
 const h = runtimeHarness(test, new PodmanDriver(), 'podman');
 const { driver } = h;
 
-conformanceTests(test, h, { criuStats: true, criuLog: true });
+conformanceTests(test, h, { criuStats: true, criuLog: true, frozenFilesystem: true });
 
 /**
  * A podman whose CRIU fails while dumping memory: CRIU's fault injection 3 (FI_DUMP_PAGES), set by a `criu`

@@ -1,0 +1,69 @@
+/**
+ * Holds a container still through its cgroup freezer, whatever runtime started it and whichever cgroup
+ * version the host mounts. podman's leave-running export captures the rootfs after CRIU has let the container
+ * go again, so a file the container grows in between no longer matches the size CRIU recorded and the restore
+ * fails ("File tmp/count has bad size"). Frozen around the whole export, dump and rootfs are one state. CRIU
+ * leaves a cgroup it found frozen frozen, so the caller thaws it once the archive is written.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FerryError } from '../errors.js';
+
+const CGROUP_ROOT = '/sys/fs/cgroup';
+/** The kernel settles a freeze in microseconds unless a task sits in an uninterruptible wait. */
+const FREEZE_LIMIT_MS = 5_000;
+const FREEZE_POLL_MS = 2;
+
+interface Freezer {
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
+  isFrozen(): Promise<boolean>;
+}
+
+/** Parses /proc/<pid>/cgroup into the freezer of the unified (v2) or the legacy (v1 freezer) hierarchy. */
+export function freezerFromProcCgroup(procCgroup: string, root = CGROUP_ROOT): Freezer | undefined {
+  const lines = procCgroup.split('\n').filter(Boolean);
+  const v1 = lines.map((l) => l.split(':')).find(([, controllers]) => controllers?.split(',').includes('freezer'));
+  if (v1?.[2]) {
+    const state = path.join(root, 'freezer', v1[2], 'freezer.state');
+    return {
+      freeze: () => writeFile(state, 'FROZEN'),
+      thaw: () => writeFile(state, 'THAWED'),
+      isFrozen: async () => (await readFile(state, 'utf8')).trim() === 'FROZEN',
+    };
+  }
+  const unified = lines.map((l) => l.split(':')).find(([hierarchy, controllers]) => hierarchy === '0' && controllers === '');
+  if (unified?.[2]) {
+    const dir = path.join(root, unified[2]);
+    return {
+      freeze: () => writeFile(path.join(dir, 'cgroup.freeze'), '1'),
+      thaw: () => writeFile(path.join(dir, 'cgroup.freeze'), '0'),
+      isFrozen: async () => /^frozen 1$/m.test(await readFile(path.join(dir, 'cgroup.events'), 'utf8')),
+    };
+  }
+  return undefined;
+}
+
+/** Freezes the cgroup of `pid` and resolves once every task in it is frozen; returns the thaw. */
+export async function holdFrozen(pid: number, name: string): Promise<() => Promise<void>> {
+  const freezer = freezerFromProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'));
+  if (!freezer) {
+    throw new FerryError('unsupported', `${name} has no cgroup freezer to hold it still during a leave-running checkpoint`, {
+      hint: 'mount the cgroup freezer (v1) or use cgroup v2, or checkpoint without leaving it running',
+    });
+  }
+  await freezer.freeze();
+  const deadline = Date.now() + FREEZE_LIMIT_MS;
+  // cgroup v1 reports FREEZING until the last task stops; there is no event to wait on, so it is polled.
+  while (!(await freezer.isFrozen())) {
+    if (Date.now() > deadline) {
+      await freezer.thaw();
+      throw new FerryError('runtime_failed', `${name} did not freeze within ${FREEZE_LIMIT_MS} ms; it was thawed again`, {
+        hint: 'a task of the container is stuck in an uninterruptible wait (D state); retry when it is not',
+      });
+    }
+    await sleep(FREEZE_POLL_MS);
+  }
+  return () => freezer.thaw();
+}
