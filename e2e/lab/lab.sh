@@ -368,7 +368,7 @@ timing="wall $(secs "$t1" "$t2") s (prepare $(secs "$t0" "$t1") s)"
 
 show_diagnostics() {
   sed 's/^/[lab] qemu: /' "$RUN/qemu.log" >&2 || true
-  if [ -f "$RUN/console.log" ]; then tail -n 30 "$RUN/console.log" | sed 's/^/[lab] console: /' >&2; fi
+  if [ -f "$RUN/console.log" ]; then tail -n 40 "$RUN/console.log" | sed 's/^/[lab] console: /' >&2; fi
   sed -n 's/^init /[lab] guest: /p' "$RUN/status" >&2 2>/dev/null || true
 }
 
@@ -379,6 +379,7 @@ elif [ -n "${rc:-}" ]; then
   log "exit $rc; $timing"
   exit "$rc"
 elif [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+  show_diagnostics
   log "timed out after $timeout s; $timing"
   exit 124
 else
