@@ -12,6 +12,7 @@ import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName
 import { type Readable, Transform } from 'node:stream';
 import { watchdog } from './watchdog.js';
 import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
+import { freePort, type PageServer } from './runtimes/lazy.js';
 
 export interface AgentOptions {
   node: string;
@@ -29,11 +30,21 @@ export interface CheckpointParams {
   preDump?: boolean;
   parent?: string;
   id?: string;
+  /** Post-copy: everything but memory now; memory served from a page server until pulled (runc). */
+  lazy?: boolean;
 }
 
 export interface RestoreParams {
   name?: string;
   runtime?: RuntimeName;
+  /** Where a lazy checkpoint's memory is served: the node that took it. */
+  pageServer?: { host: string };
+}
+
+export interface PageServerState {
+  /** unknown: this agent did not start it, or restarted since (the page server does not outlive it). */
+  state: 'serving' | 'served' | 'failed' | 'unknown';
+  error?: string;
 }
 
 export interface RestoreResult {
@@ -55,6 +66,8 @@ export class Agent {
   readonly transferStallMs: number;
   private readonly busy = new Set<string>();
   private readonly sends = new Map<string, AbortController>();
+  /** Lazy checkpoints whose memory is still, or was, served from here. */
+  private readonly pageServers = new Map<string, { server: PageServer; state: PageServerState }>();
   /** Recent restore wall times per runtime: what a controller expects a restore here to cost. */
   private readonly restoreTimes = new Map<RuntimeName, number[]>();
   private capabilities?: Promise<NodeCapabilities>;
@@ -142,9 +155,11 @@ export class Agent {
     const container = await this.findContainer(p.runtime, p.container);
     const id = p.id ? assertCheckpointId(p.id) : newCheckpointId();
     if (p.parent) await this.store.get(assertCheckpointId(p.parent, 'parent'));
+    const lazy = p.lazy ? await this.lazyPort(p) : undefined;
     return this.exclusive(`${p.runtime}/${container.id}`, `an operation on ${container.name}`, async () => {
       const [caps, pending] = await Promise.all([this.probe(), this.store.begin(id)]);
       const t0 = performance.now();
+      let pageServer: PageServer | undefined;
       try {
         const outcome = await this.driver(p.runtime).checkpoint({
           container,
@@ -153,8 +168,10 @@ export class Agent {
           onImagesWritten: () => pending.prepare('checkpoint'),
           ...(p.preDump ? { preDump: true } : {}),
           ...(p.parent ? { parentPath: this.store.parentPathFor(p.parent) } : {}),
+          ...(lazy ? { lazy } : {}),
         });
-        return await pending.seal({
+        pageServer = outcome.pageServer;
+        const manifest = await pending.seal({
           id,
           kind: p.preDump ? 'pre-dump' : 'full',
           createdAt: new Date().toISOString(),
@@ -166,12 +183,70 @@ export class Agent {
           ...(outcome.stats ? { stats: outcome.stats } : {}),
           timings: { checkpointMs: since(t0) },
           runtimeMeta: outcome.runtimeMeta,
+          ...(pageServer ? { lazyPages: { port: pageServer.port } } : {}),
         });
+        if (pageServer) this.trackPageServer(id, pageServer);
+        return manifest;
       } catch (err) {
+        // Serving memory of a checkpoint that was not kept would help nobody: the container runs on.
+        await pageServer?.stop();
         await pending.abort();
         throw await this.withContainerState(err, p.runtime, container);
       }
     });
+  }
+
+  /** Post-copy needs runc (podman and docker have no lazy restore) and userfaultfd on this kernel. */
+  private async lazyPort(p: CheckpointParams): Promise<{ port: number }> {
+    if (p.runtime !== 'runc') {
+      throw new FerryError('unsupported', `lazy (post-copy) checkpoints need runc; ${p.runtime} has no lazy restore`, {
+        hint: 'use a full checkpoint',
+        details: { field: 'lazy' },
+      });
+    }
+    if (p.preDump || p.leaveRunning || p.parent) {
+      throw new FerryError(
+        'bad_request',
+        'a lazy checkpoint stops the container and has no parent: drop preDump, leaveRunning and parent',
+        {
+          details: { field: 'lazy' },
+        },
+      );
+    }
+    if (!(await this.probe()).criu.lazyPages) {
+      throw new FerryError('unsupported', `this node's kernel has no userfaultfd for CRIU's lazy pages`, {
+        hint: "check 'criu check --feature uffd-noncoop'; use a full checkpoint",
+        details: { field: 'lazy' },
+      });
+    }
+    return { port: await freePort() };
+  }
+
+  private trackPageServer(id: string, server: PageServer): void {
+    const entry = { server, state: { state: 'serving' } as PageServerState };
+    this.pageServers.set(id, entry);
+    server.served.then(
+      () => (entry.state = { state: 'served' }),
+      (err: unknown) => (entry.state = { state: 'failed', error: (err as Error).message }),
+    );
+  }
+
+  /** Where a lazy checkpoint's page server stands; waits up to waitMs for it to stop serving. */
+  async pageServerState(id: string, waitMs = 0): Promise<PageServerState> {
+    await this.store.get(assertCheckpointId(id));
+    const entry = this.pageServers.get(id);
+    if (!entry) return { state: 'unknown' };
+    if (entry.state.state === 'serving' && waitMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        entry.server.served.catch(() => undefined),
+        new Promise((r) => {
+          timer = setTimeout(r, waitMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
+    }
+    // served's own handlers were attached first, so they have run: the state is current.
+    return { ...entry.state };
   }
 
   /** A failed checkpoint reports whether the container still runs, so nobody has to guess. */
@@ -216,12 +291,23 @@ export class Agent {
         return chain;
       });
       verified.catch(() => undefined);
+      if (Boolean(manifest.lazyPages) !== Boolean(p.pageServer)) {
+        throw new FerryError(
+          'bad_request',
+          manifest.lazyPages
+            ? `checkpoint ${checkpointId} is lazy: its memory is served by ${manifest.node}; say where with pageServer.host`
+            : `checkpoint ${checkpointId} holds its memory; pageServer is only for lazy checkpoints`,
+          { details: { field: 'pageServer' } },
+        );
+      }
       const outcome = await this.driver(runtime).restore({
         dir: this.store.dirOf(checkpointId),
         ...(p.name ? { name: p.name } : {}),
         runtimeMeta: manifest.runtimeMeta,
         verified,
+        ...(p.pageServer && manifest.lazyPages ? { pageServer: { host: p.pageServer.host, port: manifest.lazyPages.port } } : {}),
       });
+      outcome.pagesLoaded?.catch(() => undefined);
       const times = this.restoreTimes.get(runtime) ?? [];
       times.push(since(t0));
       this.restoreTimes.set(runtime, times.slice(-RECENT_RESTORES));
@@ -254,8 +340,12 @@ export class Agent {
   }
 
   /** Deleting a checkpoint that is being sent ends the send first: the peer then discards its partial copy. */
-  deleteCheckpoint(id: string): Promise<void> {
+  async deleteCheckpoint(id: string): Promise<void> {
     this.sends.get(assertCheckpointId(id))?.abort(new FerryError('cancelled', `checkpoint ${id} was deleted while it was being sent`));
+    // A page server still serving is stopped first: CRIU then lets the container run on here.
+    const served = this.pageServers.get(id);
+    if (served?.state.state === 'serving') await served.server.stop();
+    this.pageServers.delete(id);
     return this.store.delete(id);
   }
 

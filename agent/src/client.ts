@@ -5,7 +5,7 @@ import { FerryError } from './errors.js';
 import type { NodeCapabilities } from './criu/probe.js';
 import type { Manifest } from './store/manifest.js';
 import type { ContainerInfo, RuntimeName } from './runtimes/types.js';
-import type { CheckpointParams, RestoreParams, RestoreResult } from './agent.js';
+import type { CheckpointParams, PageServerState, RestoreParams, RestoreResult } from './agent.js';
 import type { Peer, SendResult } from './transfer.js';
 
 export class AgentClient extends ApiClient {
@@ -42,6 +42,10 @@ export class AgentClient extends ApiClient {
   }
   restore(id: string, p: RestoreParams = {}): Promise<RestoreResult> {
     return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/restore`, p, true);
+  }
+  /** A lazy checkpoint's page server; waits up to waitMs (at most 60 s) for it to finish. */
+  pageServer(id: string, waitMs = 0): Promise<PageServerState> {
+    return this.json('GET', `/v1/checkpoints/${encodeURIComponent(id)}/page-server?waitMs=${waitMs}`, undefined, waitMs > 0);
   }
   send(id: string, peer: Peer): Promise<SendResult> {
     return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/send`, { peer }, true);

@@ -114,7 +114,7 @@ program
           ['kernel', `${n.kernel} (${n.arch})`],
           ['CRIU', n.criu.available ? n.criu.version : `unavailable: ${n.criu.problem}`],
           ['dirty memory tracking', n.criu.memDirtyTrack ? 'yes (pre-copy possible)' : 'no (stop-and-copy only)'],
-          ['lazy pages (uffd)', n.criu.lazyPages ? 'yes' : 'no'],
+          ['lazy pages', n.criu.lazyPages ? 'yes (post-copy possible)' : `no: ${n.criu.lazyPagesProblem ?? 'not probed'}`],
           ['CPU', n.cpu.model],
         ]),
         '',

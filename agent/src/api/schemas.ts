@@ -65,6 +65,7 @@ export const manifest = {
     criuVersion: { type: 'string' },
     leaveRunning: { type: 'boolean' },
     parent: { type: 'string' },
+    lazyPages: { type: 'object', properties: { port: { type: 'integer' } } },
     files: {
       type: 'array',
       items: { type: 'object', properties: { path: { type: 'string' }, size: { type: 'integer' }, sha256: { type: 'string' } } },
@@ -139,6 +140,11 @@ export const routes = {
         container: containerRef,
         leaveRunning: { type: 'boolean', default: false },
         preDump: { type: 'boolean', default: false, description: 'memory-only incremental dump; needs soft-dirty tracking' },
+        lazy: {
+          type: 'boolean',
+          default: false,
+          description: 'post-copy (runc): dump all but memory, then serve memory from a CRIU page server until a lazy restore pulled it',
+        },
         parent: checkpointId,
         id: checkpointId,
       },
@@ -161,7 +167,17 @@ export const routes = {
     body: {
       type: 'object',
       additionalProperties: false,
-      properties: { name: containerRef, runtime },
+      properties: {
+        name: containerRef,
+        runtime,
+        pageServer: {
+          type: 'object',
+          required: ['host'],
+          additionalProperties: false,
+          description: "a lazy checkpoint's memory: the source node's page server, reached at this host",
+          properties: { host: { type: 'string', minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.:-]+$' } },
+        },
+      },
     },
     response: {
       201: {
@@ -171,6 +187,26 @@ export const routes = {
           container: { $ref: 'Container#' },
           stats: { type: 'object', additionalProperties: true },
           timings: { type: 'object', additionalProperties: true },
+        },
+      },
+      ...errors,
+    },
+  },
+  pageServer: {
+    summary: "State of a lazy checkpoint's page server; waits up to waitMs for it to finish serving",
+    params: idParams,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 } },
+    },
+    response: {
+      200: {
+        type: 'object',
+        required: ['state'],
+        properties: {
+          state: { type: 'string', enum: ['serving', 'served', 'failed', 'unknown'] },
+          error: { type: 'string' },
         },
       },
       ...errors,

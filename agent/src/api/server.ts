@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import type { Agent } from '../agent.js';
+import type { Agent, CheckpointParams, RestoreParams } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
 import { createBaseApi } from './base.js';
 import { routes, sharedSchemas } from './schemas.js';
@@ -45,10 +45,8 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     },
   );
 
-  app.post<{ Body: { runtime: RuntimeName; container: string; leaveRunning?: boolean; preDump?: boolean; parent?: string; id?: string } }>(
-    '/v1/checkpoints',
-    { schema: routes.createCheckpoint },
-    async (req, reply) => reply.status(201).send(await agent.checkpoint(req.body)),
+  app.post<{ Body: CheckpointParams }>('/v1/checkpoints', { schema: routes.createCheckpoint }, async (req, reply) =>
+    reply.status(201).send(await agent.checkpoint(req.body)),
   );
   app.get('/v1/checkpoints', { schema: routes.listCheckpoints }, async () => ({ checkpoints: await agent.listCheckpoints() }));
   app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) =>
@@ -58,7 +56,12 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     await agent.deleteCheckpoint(req.params.id);
     return reply.status(204).send();
   });
-  app.post<{ Params: { id: string }; Body: { name?: string; runtime?: RuntimeName } | undefined }>(
+  app.get<{ Params: { id: string }; Querystring: { waitMs?: number } }>(
+    '/v1/checkpoints/:id/page-server',
+    { schema: routes.pageServer },
+    async (req) => agent.pageServerState(req.params.id, req.query.waitMs ?? 0),
+  );
+  app.post<{ Params: { id: string }; Body: RestoreParams | undefined }>(
     '/v1/checkpoints/:id/restore',
     { schema: routes.restore },
     async (req, reply) => reply.status(201).send(await agent.restore(req.params.id, req.body ?? {})),

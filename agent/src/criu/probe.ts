@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { execa } from 'execa';
+import { probeLazyTransfer } from './lazy-probe.js';
 import type { RuntimeDriver, RuntimeStatus } from '../runtimes/types.js';
 
 export interface CriuCapabilities {
@@ -14,8 +15,10 @@ export interface CriuCapabilities {
   problem?: string;
   /** Soft-dirty tracking: pre-dump, incremental checkpoints and iterative pre-copy need it. */
   memDirtyTrack: boolean;
-  /** userfaultfd with non-cooperative events: lazy pages (post-copy migration) need it. */
+  /** A real lazy transfer works here (userfaultfd and CRIU's page server): post-copy migration needs it. */
   lazyPages: boolean;
+  /** Why post-copy cannot work here, when it cannot. */
+  lazyPagesProblem?: string;
 }
 
 export interface NodeCapabilities {
@@ -53,12 +56,16 @@ export async function probeCriu(criu = 'criu'): Promise<CriuCapabilities> {
     criuSays(criu, ['check', '--feature', 'mem_dirty_track']),
     criuSays(criu, ['check', '--feature', 'uffd-noncoop']),
   ]);
+  const lazy = uffd.ok
+    ? await probeLazyTransfer(criu)
+    : { ok: false, problem: 'the kernel has no userfaultfd with non-cooperative events (criu check --feature uffd-noncoop)' };
   return {
     available: check.ok,
     version: /Version:\s*(\S+)/.exec(version.output)?.[1] ?? version.output.trim(),
     ...(check.ok ? {} : { problem: check.output.split('\n').slice(-5).join('\n') }),
     memDirtyTrack: dirty.ok,
-    lazyPages: uffd.ok,
+    lazyPages: lazy.ok,
+    ...(lazy.problem ? { lazyPagesProblem: lazy.problem } : {}),
   };
 }
 

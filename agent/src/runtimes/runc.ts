@@ -11,6 +11,7 @@ import { relevantCriuLogLines } from '../criu/log.js';
 import { FerryError } from '../errors.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { bundleFingerprint } from './fingerprint.js';
+import { type PageServer, startLazyDump, startLazyPagesDaemon } from './lazy.js';
 import type {
   CheckpointOutcome,
   CheckpointRequest,
@@ -175,6 +176,7 @@ export class RuncDriver implements RuntimeDriver {
     const spec = JSON.parse(await readFile(path.join(bundle, 'config.json'), 'utf8')) as { root?: { path?: string } };
     const rootfs = path.resolve(bundle, spec.root?.path ?? 'rootfs');
     const imageDir = path.join(req.dir, 'checkpoint');
+    if (req.lazy) return this.lazyCheckpoint(req, { id, bundle, rootfs, imageDir, port: req.lazy.port });
     const workDir = path.join(req.dir, 'work');
     await mkdir(imageDir, { recursive: true });
     const args = ['checkpoint', '--image-path', imageDir, '--work-path', workDir];
@@ -218,6 +220,55 @@ export class RuncDriver implements RuntimeDriver {
     return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
   }
 
+  /**
+   * Post-copy's dump: the images but memory, written while CRIU holds the container frozen, so the rootfs
+   * tar taken then is consistent. CRIU's work dir lives outside the checkpoint: it logs there until the
+   * memory is served, long after the store sealed and hashed the checkpoint.
+   */
+  private async lazyCheckpoint(
+    req: CheckpointRequest,
+    c: { id: string; bundle: string; rootfs: string; imageDir: string; port: number },
+  ): Promise<CheckpointOutcome> {
+    if (req.preDump || req.leaveRunning || req.parentPath) {
+      throw new FerryError('bad_request', 'a lazy (post-copy) checkpoint stops the container and has no parent', {
+        details: { field: 'lazy' },
+      });
+    }
+    const workDir = path.join(this.opts.bundlesDir, `.lazy-dump-${c.id}-${randomBytes(3).toString('hex')}`);
+    await Promise.all([mkdir(c.imageDir, { recursive: true }), mkdir(workDir, { recursive: true })]);
+    let server: PageServer;
+    try {
+      server = await startLazyDump({
+        runc: this.binary,
+        globalArgs: this.globalArgs(),
+        id: c.id,
+        imageDir: c.imageDir,
+        workDir,
+        port: c.port,
+      });
+    } catch (err) {
+      await rm(workDir, { recursive: true, force: true });
+      throw err;
+    }
+    void server.served.catch(() => undefined).finally(() => rm(workDir, { recursive: true, force: true }));
+    try {
+      req.onImagesWritten?.();
+      await Promise.all([
+        copyFile(path.join(c.bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
+        runCommand('tar', ['-C', c.rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
+      ]);
+      const meta: RuncMeta = { id: c.id, bundle: c.bundle };
+      await writeFile(
+        path.join(req.dir, 'config.dump'),
+        JSON.stringify({ runtime: 'runc', ...meta, rootfs: c.rootfs, created: req.container.createdAt }),
+      );
+      return { runtimeMeta: { ...meta }, pageServer: server };
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+  }
+
   async restore(req: RestoreRequest): Promise<RestoreOutcome> {
     const original = String(req.runtimeMeta.id ?? 'restored');
     const name = req.name ?? ((await this.exists(original)) ? `${original}-restored-${randomBytes(3).toString('hex')}` : original);
@@ -232,13 +283,23 @@ export class RuncDriver implements RuntimeDriver {
     const bundle = inPlace ?? path.join(this.opts.bundlesDir, name);
     const workDir = path.join(this.opts.bundlesDir, `.restore-${name}`);
     const pidFile = path.join(workDir, 'pid');
+    let daemon: Awaited<ReturnType<typeof startLazyPagesDaemon>> | undefined;
     try {
       await rm(workDir, { recursive: true, force: true });
       await Promise.all([inPlace ? undefined : this.prepareBundle(req.dir, bundle), mkdir(workDir, { recursive: true })]);
       await req.verified;
+      daemon = req.pageServer
+        ? await startLazyPagesDaemon({
+            criu: this.opts.criu ?? 'criu',
+            imageDir: path.join(req.dir, 'checkpoint'),
+            workDir,
+            ...req.pageServer,
+          })
+        : undefined;
       await this.runc(
         [
           'restore',
+          ...(daemon ? ['--lazy-pages'] : []),
           '--detach',
           '--pid-file',
           pidFile,
@@ -253,19 +314,33 @@ export class RuncDriver implements RuntimeDriver {
         (f) => criuFailure('restore', name, f, path.join(workDir, 'restore.log')),
       );
     } catch (err) {
+      daemon?.stop();
+      // A lazy restore usually fails on the daemon's side (the page server out of reach): its log says why.
+      const daemonFailure = await daemon?.done.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       // Only a bundle Ferry made is Ferry's to delete; the original stays as the user left it.
       if (!inPlace) await rm(bundle, { recursive: true, force: true });
       await rm(workDir, { recursive: true, force: true });
+      if (err instanceof FerryError && daemonFailure instanceof FerryError && daemonFailure.criuLog?.length) {
+        throw new FerryError(err.code, `${err.message}; ${daemonFailure.message}`, {
+          ...(err.hint ? { hint: err.hint } : {}),
+          criuLog: [...daemonFailure.criuLog, ...(err.criuLog ?? [])],
+        });
+      }
       throw err;
     } finally {
       // Once restored, runc's state dir names the bundle, and bundleInUse sees it.
       if (inPlace) this.claimedBundles.delete(inPlace);
     }
     const [stats, pid] = await Promise.all([readRestoreStats(path.join(workDir, 'stats-restore')), readFile(pidFile, 'utf8')]);
-    await rm(workDir, { recursive: true, force: true });
+    // The lazy-pages daemon keeps its socket and log in the work dir until the last page has arrived.
+    const pagesLoaded = daemon?.done.finally(() => rm(workDir, { recursive: true, force: true }));
+    if (!pagesLoaded) await rm(workDir, { recursive: true, force: true });
     // A detached restore that returned 0 is running; its pid file saves listing every container again.
     const container: ContainerInfo = { id: name, name, runtime: 'runc', state: 'running', pid: Number(pid.trim()), bundle };
-    return { container, ...(stats ? { stats } : {}) };
+    return { container, ...(stats ? { stats } : {}), ...(pagesLoaded ? { pagesLoaded } : {}) };
   }
 
   /**

@@ -3,6 +3,7 @@
  * wants CRIU images; the agent's image store decides where checkpoints live and what is kept.
  */
 import type { CriuDumpStats, CriuRestoreStats } from '../criu/stats.js';
+import type { PageServer } from './lazy.js';
 
 export const RUNTIME_NAMES = ['runc', 'podman', 'docker'] as const;
 export type RuntimeName = (typeof RUNTIME_NAMES)[number];
@@ -46,6 +47,11 @@ export interface CheckpointRequest {
   /** Parent images for an incremental dump, as a path relative to `dir/checkpoint`. */
   parentPath?: string;
   /**
+   * Post-copy: dump everything but memory, then serve the memory from a CRIU page server on this TCP port
+   * until a target has pulled it (runc only). The container stays frozen meanwhile (lazy.ts).
+   */
+  lazy?: { port: number };
+  /**
    * Called once CRIU's images under `dir/checkpoint/` are final, before the driver captures the rest
    * (spec, filesystem), so the store can hash and sync them meanwhile.
    */
@@ -56,6 +62,8 @@ export interface CheckpointOutcome {
   stats?: CriuDumpStats;
   /** Runtime-specific facts a later restore needs (original name, image, bundle config). */
   runtimeMeta: Record<string, unknown>;
+  /** A lazy checkpoint's page server, still serving when the checkpoint call returns. */
+  pageServer?: PageServer;
 }
 
 export interface RestoreRequest {
@@ -70,11 +78,15 @@ export interface RestoreRequest {
    * if it rejects.
    */
   verified: Promise<unknown>;
+  /** A lazy checkpoint's memory: fetched on demand from the source's page server (runc only). */
+  pageServer?: { host: string; port: number };
 }
 
 export interface RestoreOutcome {
   container: ContainerInfo;
   stats?: CriuRestoreStats;
+  /** After a lazy restore: resolves when every page has arrived from the source, rejects if that failed. */
+  pagesLoaded?: Promise<void>;
 }
 
 export interface RuntimeDriver {

@@ -23,6 +23,11 @@ export interface Manifest {
   leaveRunning: boolean;
   /** The checkpoint whose memory images this one's CRIU images refer to (pre-dump chain). */
   parent?: string;
+  /**
+   * Post-copy: the memory is not in this checkpoint but served by a CRIU page server on the node that
+   * took it, on this port, until a lazy restore has pulled it (agent/src/runtimes/lazy.ts).
+   */
+  lazyPages?: { port: number };
   files: ManifestFile[];
   totalBytes: number;
   stats?: CriuDumpStats;

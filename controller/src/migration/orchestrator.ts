@@ -16,7 +16,9 @@ import { checkCompatibility, chooseStrategy } from './preflight.js';
 import { isFinished, type MigrationEvent, type MigrationRecord, type MigrationRequest, type Step } from './types.js';
 
 /** Steps after which the target may run a copy: rolling back from there must first make sure it does not. */
-const TARGET_MAY_RUN: Step[] = ['restore', 'verify', 'cleanup'];
+const TARGET_MAY_RUN: Step[] = ['restore', 'pages', 'verify', 'cleanup'];
+/** How long one wait for a page server to finish lasts before the controller asks again (the agent's limit). */
+const PAGES_POLL_MS = 30_000;
 /** How long settle keeps trying to reach a target that may run a copy before it gives up and says so. */
 const SETTLE_PATIENCE_MS = 30_000;
 
@@ -37,8 +39,8 @@ export class Orchestrator {
 
   /** Validates against the live source node, journals the migration and starts it; returns at once. */
   async start(req: MigrationRequest): Promise<MigrationRecord> {
-    if (req.strategy === 'postcopy') {
-      throw new FerryError('unsupported', 'post-copy (CRIU lazy pages) is not implemented yet', {
+    if (req.strategy === 'postcopy' && req.container.runtime !== 'runc') {
+      throw new FerryError('unsupported', `post-copy needs runc: ${req.container.runtime} has no lazy restore`, {
         hint: "use strategy 'auto' or 'stopcopy'",
         details: { field: 'strategy' },
       });
@@ -193,7 +195,7 @@ export class Orchestrator {
             hint: 'remove it there first',
           });
         }
-        m.strategy = chooseStrategy(m.request.strategy, sourceCaps, runtime);
+        m.strategy = chooseStrategy(m.request.strategy, sourceCaps, runtime, targetCaps);
         this.emit(m, {
           type: 'progress',
           step: 'preflight',
@@ -205,6 +207,7 @@ export class Orchestrator {
       const peer = { url: target.url, token: this.nodes.get(m.target.node).token };
       if (m.strategy?.used === 'precopy') await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
 
+      const postcopy = m.strategy?.used === 'postcopy';
       let frozenAt = 0;
       await this.step(m, 'checkpoint', async () => {
         frozenAt = performance.now();
@@ -215,6 +218,7 @@ export class Orchestrator {
           id: m.checkpointId,
           leaveRunning: false,
           ...(parent ? { parent } : {}),
+          ...(postcopy ? { lazy: true } : {}),
         });
         m.figures.dumpMs = ck.timings?.checkpointMs;
         m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
@@ -242,10 +246,13 @@ export class Orchestrator {
       });
 
       await this.step(m, 'restore', async () => {
-        const r = await target.restore(m.checkpointId, { name: m.target.containerName });
+        // Post-copy: the target pulls memory from the source node's page server, at the agent's address.
+        const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
+        const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer });
         m.figures.restoreMs = r.timings.restoreMs;
         m.figures.downtimeMs = elapsed(frozenAt);
       });
+      if (postcopy) await this.step(m, 'pages', () => this.awaitPages(m, source));
 
       await this.step(m, 'verify', () => verifyRunning(target, m));
       await this.step(m, 'cleanup', () => this.cleanUp(m, source, target));
@@ -313,6 +320,28 @@ export class Orchestrator {
     }
   }
 
+  /** Post-copy: the target runs while its memory arrives; the source serves until the last page is out. */
+  private async awaitPages(m: MigrationRecord, source: AgentClient): Promise<void> {
+    const t0 = performance.now();
+    for (;;) {
+      if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', 'cancelled while memory was still arriving');
+      const { state, error } = await source.pageServer(m.checkpointId, PAGES_POLL_MS);
+      if (state === 'served') break;
+      if (state !== 'serving') {
+        throw new FerryError(
+          'transfer_failed',
+          `the page server on ${m.source.node} ${state === 'failed' ? `failed: ${error}` : 'is gone'}`,
+          {
+            hint: 'check the link between the nodes; the source runs again when its page server fails',
+          },
+        );
+      }
+      this.emit(m, { type: 'progress', step: 'pages', message: `memory still arriving after ${elapsed(t0)} ms` });
+    }
+    m.figures.pagesMs = elapsed(t0);
+    this.emit(m, { type: 'progress', step: 'pages', message: `all memory arrived in ${m.figures.pagesMs} ms` });
+  }
+
   /** Best effort: a leftover here costs disk, not the workload, so it is reported and never fails the migration. */
   private async cleanUp(m: MigrationRecord, source: AgentClient, target: AgentClient): Promise<void> {
     const leftovers: string[] = [];
@@ -332,10 +361,17 @@ export class Orchestrator {
   private async settle(m: MigrationRecord, err: unknown): Promise<void> {
     const failedStep = m.step === 'rollback' ? (m.error?.step ?? 'rollback') : m.step;
     const ferr = isFerryError(err) ? err : new FerryError('internal', (err as Error).message ?? String(err));
-    m.error ??= { code: ferr.code, message: ferr.message, step: failedStep, ...(ferr.hint ? { hint: ferr.hint } : {}) };
+    m.error ??= {
+      code: ferr.code,
+      message: ferr.message,
+      step: failedStep,
+      ...(ferr.hint ? { hint: ferr.hint } : {}),
+      ...(ferr.criuLog?.length ? { criuLog: ferr.criuLog } : {}),
+    };
     const source = this.nodes.client(m.source.node);
     const target = this.nodes.client(m.target.node);
 
+    if (m.strategy?.used === 'postcopy') await this.settlePageServer(m, source, target, failedStep);
     if (TARGET_MAY_RUN.includes(failedStep)) {
       const running = await patiently(() => runningOn(target, m.source.runtime, m.target.containerName));
       if (running === 'unknown') {
@@ -396,7 +432,34 @@ export class Orchestrator {
     this.finish(m);
   }
 
+  /**
+   * Post-copy leaves the source frozen behind a page server. While no copy runs on the target, stopping it
+   * lets the source run on. A target copy that runs is given time to get its memory: served means it has
+   * everything and the source is gone; failed means CRIU let the source run again. Still serving after
+   * that wait, it is stopped too: the source runs on, and rollback removes the target's copy, short of memory.
+   */
+  private async settlePageServer(m: MigrationRecord, source: AgentClient, target: AgentClient, failedStep: Step): Promise<void> {
+    if (failedStep === 'preflight') return;
+    const targetRuns = TARGET_MAY_RUN.includes(failedStep) ? await runningOn(target, m.source.runtime, m.target.containerName) : false;
+    const state =
+      targetRuns === false
+        ? 'serving'
+        : await source.pageServer(m.checkpointId, PAGES_POLL_MS).then(
+            (s) => s.state,
+            () => 'unknown' as const,
+          );
+    if (state !== 'serving') return;
+    this.emit(m, { type: 'progress', step: failedStep, message: `stopping the page server on ${m.source.node}; the source runs on` });
+    await ignoreNotFound(source.deleteCheckpoint(m.checkpointId)).catch(() => undefined);
+  }
+
   private async restoreSource(m: MigrationRecord, source: AgentClient): Promise<string> {
+    if (m.strategy?.used === 'postcopy') {
+      throw new FerryError(
+        'internal',
+        `${m.source.containerName} runs neither on ${m.target.node} nor on ${m.source.node}: post-copy had served its memory to the target, which no longer runs it`,
+      );
+    }
     const has = await source.getCheckpoint(m.checkpointId).then(
       () => true,
       (e: unknown) => (isFerryError(e) && e.code === 'checkpoint_not_found' ? false : Promise.reject(e)),

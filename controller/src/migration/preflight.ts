@@ -51,8 +51,29 @@ export function chooseStrategy(
   requested: Strategy,
   source: NodeCapabilities,
   runtime: RuntimeName,
+  target?: NodeCapabilities,
 ): NonNullable<MigrationRecord['strategy']> {
   if (requested === 'stopcopy') return { requested, used: 'stopcopy', reason: 'requested' };
+  if (requested === 'postcopy') {
+    const without = [source, target].filter((n): n is NodeCapabilities => Boolean(n && !n.criu.lazyPages));
+    if (runtime !== 'runc' || without.length) {
+      throw new FerryError(
+        'incompatible_nodes',
+        runtime !== 'runc'
+          ? `post-copy needs runc: ${runtime} has no lazy restore`
+          : `post-copy needs CRIU's lazy pages, which do not work on ${without
+              .map((n) => `${n.node} (${n.criu.lazyPagesProblem ?? 'no userfaultfd'})`)
+              .join(' and ')}`,
+        { hint: "use strategy 'auto' or 'stopcopy'", details: { field: 'strategy' } },
+      );
+    }
+    return {
+      requested,
+      used: 'postcopy',
+      reason:
+        'requested: the container is frozen only while everything but memory moves; memory follows on demand from the source, which the workload needs until the last page has arrived',
+    };
+  }
   if (!source.criu.memDirtyTrack) {
     return {
       requested,

@@ -20,7 +20,8 @@ export interface MigrationRequest {
  * The steps in order. Each is journaled (step + "started" event) before it acts, so a restarted controller
  * knows what may have happened and settles from there.
  */
-export const STEPS = ['preflight', 'rounds', 'checkpoint', 'transfer', 'restore', 'verify', 'cleanup'] as const;
+/** `pages` is post-copy's: the target runs while its memory still arrives from the source's page server. */
+export const STEPS = ['preflight', 'rounds', 'checkpoint', 'transfer', 'restore', 'pages', 'verify', 'cleanup'] as const;
 export type Step = (typeof STEPS)[number] | 'rollback' | 'done';
 
 export type MigrationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -30,6 +31,8 @@ export interface MigrationError {
   message: string;
   step: Step;
   hint?: string;
+  /** The lines of CRIU's log that explain a CRIU failure on either node. */
+  criuLog?: string[];
 }
 
 export interface MigrationFigures {
@@ -48,6 +51,8 @@ export interface MigrationFigures {
    */
   downtimeMs?: number;
   estimatedDowntimeMs?: number;
+  /** Post-copy: from the restore returning to the last page arriving (the workload ran, faulting pages in). */
+  pagesMs?: number;
   totalMs?: number;
 }
 
