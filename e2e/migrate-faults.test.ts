@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { startCorruptingProxy } from './support/corrupting-proxy.js';
-import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
+import { runcCount, runcRemove, runcState, startCounting } from './support/runc.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
 
 let cluster: TestCluster;
@@ -35,15 +35,8 @@ test.after.always(async () => {
 
 async function counterOnA(what: string): Promise<{ id: string; before: number }> {
   const id = `fault-${what}-${process.pid}`;
-  const root = cluster.node('a').runcRoot;
   started.push(id);
-  await startRuncCounter(id, scratch, { root });
-  const before = await waitFor(
-    () => runcCount(id, root),
-    (n) => n >= 3,
-    { what: `${id} to count` },
-  );
-  return { id, before };
+  return { id, before: await startCounting(id, scratch, cluster.node('a').runcRoot) };
 }
 
 /**

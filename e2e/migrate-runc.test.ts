@@ -16,7 +16,7 @@ import type { MigrationEvent } from '../controller/src/migration/types.js';
 import { ControllerClient } from '../controller/src/client.js';
 import { RESTORE_PRIOR_MS } from '../controller/src/migration/precopy.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
+import { runcCount, runcRemove, runcState, startRuncCounter, startCounting } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
 
@@ -45,12 +45,7 @@ async function counterOn(node: string, what: string): Promise<string> {
   const id = `mig-${what}-${process.pid}`;
   const root = cluster.node(node).runcRoot;
   started.push({ id, root });
-  await startRuncCounter(id, scratch, { root });
-  await waitFor(
-    () => runcCount(id, root),
-    (n) => n >= 3,
-    { what: `${id} to count` },
-  );
+  await startCounting(id, scratch, root);
   return id;
 }
 

@@ -11,7 +11,7 @@ APT_STATE=/var/lib/ferry/apt
 # criu's runtime libraries: Debian 13 builds against the same sonames that Debian 12 ships.
 CRIU_HOST_LIBS="libbsd0 libgnutls30 libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libuuid1"
 # gcc and libc6-dev build the static gap-detecting workload (e2e/workload); util-linux gives nsenter.
-HOST_PACKAGES="runc podman docker.io busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux $CRIU_HOST_LIBS"
+HOST_PACKAGES="runc podman docker.io busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux openssh-server $CRIU_HOST_LIBS"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 changed=0
@@ -30,7 +30,15 @@ install_host_packages() {
   [ -z "$missing" ] && return
   log "installing: $missing"
   apt-get update -qq
+  # Nothing may start at install time (openssh-server's and docker.io's scripts would start their
+  # daemons): the tests start what they need and stop it. policy-rc.d's 101 tells invoke-rc.d "not now".
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy" && trap - EXIT; fi
   changed=1
 }
 

@@ -21,6 +21,8 @@ export interface AgentOptions {
   criu?: string;
   /** A transfer in either direction fails after this long without progress (default 30 s). */
   transferStallMs?: number;
+  /** Private key for peers reached over SSH. */
+  sshKey?: Buffer;
 }
 
 export interface CheckpointParams {
@@ -64,6 +66,7 @@ export class Agent {
   private readonly drivers = new Map<RuntimeName, RuntimeDriver>();
   private readonly criu: string;
   readonly transferStallMs: number;
+  private readonly sshKey: Buffer | undefined;
   private readonly busy = new Set<string>();
   private readonly sends = new Map<string, AbortController>();
   /** Lazy checkpoints whose memory is still, or was, served from here. */
@@ -77,6 +80,7 @@ export class Agent {
     this.store = opts.store;
     this.criu = opts.criu ?? 'criu';
     this.transferStallMs = opts.transferStallMs ?? 30_000;
+    this.sshKey = opts.sshKey;
     for (const d of opts.drivers) this.drivers.set(d.name, d);
   }
 
@@ -361,7 +365,11 @@ export class Agent {
       const abort = new AbortController();
       this.sends.set(id, abort);
       try {
-        return await sendCheckpoint(this.store, id, peer, { stallMs: this.transferStallMs, signal: abort.signal });
+        return await sendCheckpoint(this.store, id, peer, {
+          stallMs: this.transferStallMs,
+          signal: abort.signal,
+          ...(this.sshKey ? { sshKey: this.sshKey } : {}),
+        });
       } finally {
         this.sends.delete(id);
       }

@@ -24,6 +24,8 @@ export interface AgentConfig {
   dockerSocket?: string;
   /** A transfer between agents fails after this long without progress. */
   transferStallMs?: number;
+  /** Private key for sending to peers reached over SSH (ssh-tunnel.ts). */
+  sshKeyPath?: string;
 }
 
 export const DEFAULT_AGENT_PORT = 7070;
@@ -63,6 +65,7 @@ export function agentConfig(opts: {
   criu?: string;
   dockerSocket?: string;
   transferStallMs?: string;
+  sshKey?: string;
 }): AgentConfig {
   const token = opts.token ?? process.env.FERRY_TOKEN;
   if (!token)
@@ -86,6 +89,7 @@ export function agentConfig(opts: {
     criu: opts.criu ?? process.env.FERRY_CRIU ?? 'criu',
     ...(opts.dockerSocket ? { dockerSocket: opts.dockerSocket } : {}),
     ...(opts.transferStallMs ? { transferStallMs: positiveMs(opts.transferStallMs, '--transfer-stall-ms') } : {}),
+    ...(opts.sshKey ? { sshKeyPath: path.resolve(opts.sshKey) } : {}),
   };
 }
 

@@ -1,7 +1,9 @@
 /** Assembles an agent from its config: store, drivers, API. */
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Agent } from './agent.js';
+import { FerryError } from './errors.js';
 import { buildAgentApi } from './api/server.js';
 import type { AgentConfig } from './config.js';
 import type { RuntimeDriver, RuntimeName } from './runtimes/types.js';
@@ -29,6 +31,16 @@ async function makeDriver(name: RuntimeName, cfg: AgentConfig): Promise<RuntimeD
   }
 }
 
+/** Read once at start-up, so a missing or unreadable key is reported before any transfer needs it. */
+async function readSshKey(file: string): Promise<Buffer> {
+  return readFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw new FerryError('bad_request', `--ssh-key ${file} cannot be read: ${err.code ?? err.message}`, {
+      hint: 'give the private key file (e.g. made with ssh-keygen -t ed25519)',
+      details: { field: '--ssh-key' },
+    });
+  });
+}
+
 export async function createAgent(cfg: AgentConfig): Promise<Agent> {
   const store = new ImageStore(path.join(cfg.stateDir, 'images'));
   await store.init();
@@ -38,6 +50,7 @@ export async function createAgent(cfg: AgentConfig): Promise<Agent> {
     drivers: await Promise.all(cfg.runtimes.map((r) => makeDriver(r, cfg))),
     criu: cfg.criu,
     ...(cfg.transferStallMs ? { transferStallMs: cfg.transferStallMs } : {}),
+    ...(cfg.sshKeyPath ? { sshKey: await readSshKey(cfg.sshKeyPath) } : {}),
   });
 }
 

@@ -9,11 +9,15 @@ import { AgentClient } from './client.js';
 import { FerryError, isFerryError } from './errors.js';
 import type { Manifest } from './store/manifest.js';
 import type { ImageStore } from './store/store.js';
+import { openTunnel, type SshRoute } from './ssh-tunnel.js';
 import { watchdog } from './watchdog.js';
 
 export interface Peer {
+  /** The peer agent's URL; with `ssh`, as the peer node itself reaches it (the tunnel's far end). */
   url: string;
   token: string;
+  /** Send through an SSH tunnel to the peer node instead of connecting to `url` directly. */
+  ssh?: SshRoute;
 }
 
 export interface SendResult {
@@ -30,6 +34,8 @@ export interface SendOptions {
   stallMs: number;
   /** Ends the send early, e.g. when the checkpoint is deleted (a rollback) while it is on its way. */
   signal?: AbortSignal;
+  /** This agent's SSH private key, for peers reached over SSH. */
+  sshKey?: Buffer;
 }
 
 /** The peer hashes and syncs what it received before it answers; allow for that at this pace. */
@@ -39,7 +45,24 @@ export async function sendCheckpoint(store: ImageStore, id: string, peer: Peer, 
   // Not verified here: the receiver checks every byte against the manifest anyway, and a second full read
   // on the sender would sit in the migration's downtime.
   const chain = (await store.chain(id)).reverse();
-  const client = new AgentClient(peer.url, peer.token, { timeouts: { quickMs: opts.stallMs } });
+  if (!peer.ssh) return sendChain(store, chain, peer.url, peer, opts);
+  if (!opts.sshKey) {
+    throw new FerryError('bad_request', 'this agent has no SSH key for peers reached over SSH', {
+      hint: 'start the agent with --ssh-key FILE',
+      details: { field: 'peer.ssh' },
+    });
+  }
+  const tunnel = await openTunnel(peer.ssh, opts.sshKey, peer.url, opts.stallMs);
+  try {
+    return await sendChain(store, chain, tunnel.url, peer, opts);
+  } finally {
+    await tunnel.close();
+  }
+}
+
+async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer: Peer, opts: SendOptions): Promise<SendResult> {
+  const id = chain.at(-1)?.id ?? '';
+  const client = new AgentClient(url, peer.token, { timeouts: { quickMs: opts.stallMs } });
   const t0 = performance.now();
   let bytes = 0;
   const sent: string[] = [];

@@ -1,4 +1,5 @@
 /** `ferry controller`, `ferry nodes`, `ferry migrate`, `ferry migrations`: the controller side of the CLI. */
+import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import { type Command, Option } from 'commander';
 import { FerryError } from '../../agent/src/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
@@ -34,6 +35,23 @@ export function positiveInt(flag: string): (v: string) => number {
       throw new FerryError('bad_request', `${flag} must be a positive integer of milliseconds, got '${v}'`);
     return n;
   };
+}
+
+/** --ssh user@host[:port] with --ssh-host-key, as the API's SshRoute; each flag named when it is wrong. */
+export function sshRoute(ssh: string | undefined, hostKey: string | undefined): SshRoute | undefined {
+  if (!ssh) {
+    if (hostKey) throw new FerryError('bad_request', '--ssh-host-key needs --ssh user@host[:port]', { details: { field: '--ssh' } });
+    return undefined;
+  }
+  const m = /^([a-z_][a-z0-9_.-]*)@([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?$/.exec(ssh);
+  if (!m?.[1] || !m[2]) throw new FerryError('bad_request', `--ssh '${ssh}' is not user@host[:port]`, { details: { field: '--ssh' } });
+  if (!hostKey || !/^SHA256:[A-Za-z0-9+/]{43}$/.test(hostKey)) {
+    throw new FerryError('bad_request', `--ssh-host-key '${hostKey ?? ''}' is not a SHA256:... fingerprint`, {
+      hint: 'run ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the node and pass what it prints after the size',
+      details: { field: '--ssh-host-key' },
+    });
+  }
+  return { username: m[1], host: m[2].replace(/^\[|\]$/g, ''), ...(m[3] ? { port: Number(m[3]) } : {}), hostKey };
 }
 
 export function migrationSummary(m: MigrationRecord): string {
@@ -106,9 +124,12 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .command('add <name> <url>')
     .description("register a node's agent (probed with its token first)")
     .requiredOption('--node-token <token>', "the agent's token")
-    .action(async (name: string, url: string, opts: { nodeToken: string }) => {
-      const n = await client().registerNode(name, url, opts.nodeToken);
-      ctx.print(n, () => `registered ${n.name} at ${n.url} (CRIU ${n.capabilities?.criu.version ?? '?'})`);
+    .option('--ssh <user@host[:port]>', 'send checkpoints to this node through SSH (the URL is then as the node itself sees its agent)')
+    .option('--ssh-host-key <SHA256:...>', "the node's pinned host key fingerprint (ssh-keygen -lf), needed with --ssh")
+    .action(async (name: string, url: string, opts: { nodeToken: string; ssh?: string; sshHostKey?: string }) => {
+      const n = await client().registerNode(name, url, opts.nodeToken, sshRoute(opts.ssh, opts.sshHostKey));
+      const via = n.ssh ? `, transfers over SSH to ${n.ssh.username}@${n.ssh.host}:${n.ssh.port ?? 22}` : '';
+      ctx.print(n, () => `registered ${n.name} at ${n.url} (CRIU ${n.capabilities?.criu.version ?? '?'})${via}`);
     });
 
   program

@@ -87,6 +87,7 @@ program
   .option('--criu <path>', 'criu binary (default criu from PATH, $FERRY_CRIU)')
   .option('--docker-socket <path>', 'Docker Engine socket')
   .option('--transfer-stall-ms <ms>', 'fail a transfer between agents after this long without progress (default 30000)')
+  .option('--ssh-key <file>', 'private key for sending checkpoints to nodes reached over SSH')
   .action(async (opts: Record<string, string | undefined>) => {
     const cfg = agentConfig({ ...opts, token: globals().token });
     const { url, agent } = await startAgent(cfg, !globals().json);

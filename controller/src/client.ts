@@ -1,4 +1,5 @@
 /** A typed client of the controller API, for the CLI, the demo and tests. */
+import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import { ApiClient } from '../../agent/src/api-client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import type { MigrationEvent, MigrationRecord, MigrationRequest } from './migration/types.js';
@@ -12,8 +13,8 @@ export class ControllerClient extends ApiClient {
     super(url, token, { what: 'the controller', startHint: 'start it with `ferry controller` or pass --controller URL' });
   }
 
-  registerNode(name: string, url: string, token: string): Promise<PublicNode> {
-    return this.json('POST', '/nodes', { name, url, token });
+  registerNode(name: string, url: string, token: string, ssh?: SshRoute): Promise<PublicNode> {
+    return this.json('POST', '/nodes', { name, url, token, ...(ssh ? { ssh } : {}) });
   }
   removeNode(name: string): Promise<void> {
     return this.json('DELETE', `/nodes/${encodeURIComponent(name)}`);

@@ -5,6 +5,7 @@
 import type { ClientTimeouts } from '../../agent/src/api-client.js';
 import { AgentClient } from '../../agent/src/client.js';
 import { FerryError, isFerryError } from '../../agent/src/errors.js';
+import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import type { NodeRecord, NodeRepo } from './store/nodes.js';
 
 export type PublicNode = Omit<NodeRecord, 'token'>;
@@ -17,7 +18,7 @@ export class NodeRegistry {
     private readonly timeouts: ClientTimeouts = {},
   ) {}
 
-  async register(name: string, url: string, token: string): Promise<PublicNode> {
+  async register(name: string, url: string, token: string, ssh?: SshRoute): Promise<PublicNode> {
     const client = new AgentClient(url, token, { timeouts: this.timeouts });
     const capabilities = await client.node(true).catch((err: unknown) => {
       if (isFerryError(err) && err.code === 'unauthorized') {
@@ -28,7 +29,7 @@ export class NodeRegistry {
       }
       throw err;
     });
-    return withoutToken(this.repo.upsert({ name, url, token, capabilities }));
+    return withoutToken(this.repo.upsert({ name, url, token, ...(ssh ? { ssh } : {}), capabilities }));
   }
 
   get(name: string, field = 'node'): NodeRecord {

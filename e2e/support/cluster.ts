@@ -55,7 +55,7 @@ export interface TestCluster {
 export async function startTestCluster(
   tag: string,
   names: string[],
-  opts: { runtimes: RuntimeName[]; subnet?: string },
+  opts: { runtimes: RuntimeName[]; subnet?: string; agentArgs?: (node: string) => string[] },
 ): Promise<TestCluster> {
   const scratch = await mkdtemp(path.join(os.tmpdir(), `ferry-cluster-${tag}-`));
   const net = await createTestNetwork(tag, names, opts.subnet ? { subnet: opts.subnet } : {});
@@ -74,6 +74,7 @@ export async function startTestCluster(
     argv.push('--state-dir', stateDir, '--runtimes', opts.runtimes.join(','), '--runc-root', runcRoot);
     argv.push('--transfer-stall-ms', String(TEST_STALL_MS));
     if (opts.runtimes.includes('podman')) argv.push('--podman-root', podman.root);
+    argv.push(...(opts.agentArgs?.(name) ?? []));
     const proc = await startProcessIn(net, name, argv, {
       readyLine: /listening on/,
       timeoutMs: scaled(30_000),

@@ -6,10 +6,20 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { busyboxRootfs, COUNT_FILE, COUNTER_ARGV, readCount } from './workload.js';
+import { busyboxRootfs, COUNT_FILE, COUNTER_ARGV, readCount, waitFor } from './workload.js';
 
 const run = promisify(execFile);
 const rootArgs = (root?: string) => (root ? ['--root', root] : []);
+
+/** Starts the counter as `id` under runc root `root`, waits until it counts, and returns its count then. */
+export async function startCounting(id: string, scratch: string, root: string): Promise<number> {
+  await startRuncCounter(id, scratch, { root });
+  return waitFor(
+    () => runcCount(id, root),
+    (n) => n >= 3,
+    { what: `${id} to count` },
+  );
+}
 
 /** Creates a bundle with a private copy of the busybox rootfs and starts the counter detached. */
 export async function startRuncCounter(id: string, scratch: string, opts: { argv?: string[]; root?: string } = {}): Promise<string> {

@@ -51,6 +51,24 @@ const containerInfo = {
   },
 } as const;
 
+/** How to reach a node over SSH (agent/src/ssh-tunnel.ts); shared by the agent's send and the controller's nodes. */
+export const sshRoute = {
+  type: 'object',
+  required: ['host', 'username', 'hostKey'],
+  additionalProperties: false,
+  description: 'send through an SSH tunnel to this node; its host key is pinned',
+  properties: {
+    host: { type: 'string', minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.:-]+$' },
+    port: { type: 'integer', minimum: 1, maximum: 65535, default: 22 },
+    username: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[a-z_][a-z0-9_.-]*$' },
+    hostKey: {
+      type: 'string',
+      pattern: '^SHA256:[A-Za-z0-9+/]{43}$',
+      description: 'the host key fingerprint as `ssh-keygen -lf` prints it',
+    },
+  },
+} as const;
+
 export const manifest = {
   $id: 'Checkpoint',
   type: 'object',
@@ -228,6 +246,7 @@ export const routes = {
           properties: {
             url: { type: 'string', pattern: '^https?://', maxLength: 2048 },
             token: { type: 'string', minLength: 1, maxLength: 4096 },
+            ssh: sshRoute,
           },
         },
       },

@@ -1,4 +1,5 @@
 /** JSON schemas of the controller API: validation at the edge and the OpenAPI document come from these. */
+import { sshRoute } from '../../../agent/src/api/schemas.js';
 import { errorBody } from '../../../agent/src/api/schemas.js';
 import { RUNTIME_NAMES } from '../../../agent/src/runtimes/types.js';
 import { STRATEGIES } from '../migration/types.js';
@@ -46,6 +47,7 @@ const node = {
     url: { type: 'string' },
     healthy: { type: 'boolean' },
     capabilities: { type: 'object', additionalProperties: true },
+    ssh: { type: 'object', additionalProperties: true },
     lastSeen: { type: 'string' },
     lastError: { type: 'string' },
     registeredAt: { type: 'string' },
@@ -68,6 +70,7 @@ export const routes = {
         name: nodeName,
         url: { type: 'string', pattern: '^https?://', maxLength: 2048 },
         token: { type: 'string', minLength: 1, maxLength: 4096 },
+        ssh: sshRoute,
       },
     },
     response: { 201: { $ref: 'Node#' }, ...errors },

@@ -1,4 +1,5 @@
 /** The controller's HTTP API: nodes, migrations and their event streams. Thin routes over the registry and orchestrator. */
+import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
 import { createBaseApi } from '../../../agent/src/api/base.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
@@ -26,8 +27,10 @@ export async function buildControllerApi({ orchestrator, nodes, token, logger = 
 
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true }));
 
-  app.post<{ Body: { name: string; url: string; token: string } }>('/nodes', { schema: routes.registerNode }, async (req, reply) =>
-    reply.status(201).send(await nodes.register(req.body.name, req.body.url, req.body.token)),
+  app.post<{ Body: { name: string; url: string; token: string; ssh?: SshRoute } }>(
+    '/nodes',
+    { schema: routes.registerNode },
+    async (req, reply) => reply.status(201).send(await nodes.register(req.body.name, req.body.url, req.body.token, req.body.ssh)),
   );
   app.get('/nodes', { schema: routes.listNodes }, async () => ({ nodes: nodes.list() }));
   app.delete<{ Params: { name: string } }>('/nodes/:name', { schema: routes.removeNode }, async (req, reply) => {

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { AgentClient } from '../../../agent/src/client.js';
+import type { Peer } from '../../../agent/src/transfer.js';
 import { FerryError, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
@@ -204,7 +205,8 @@ export class Orchestrator {
         });
       });
 
-      const peer = { url: target.url, token: this.nodes.get(m.target.node).token };
+      const targetNode = this.nodes.get(m.target.node);
+      const peer = { url: target.url, token: targetNode.token, ...(targetNode.ssh ? { ssh: targetNode.ssh } : {}) };
       if (m.strategy?.used === 'precopy') await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
 
       const postcopy = m.strategy?.used === 'postcopy';
@@ -240,7 +242,7 @@ export class Orchestrator {
         this.emit(m, {
           type: 'progress',
           step: 'transfer',
-          message: `sent ${sent.bytes} bytes in ${sent.ms} ms`,
+          message: `sent ${sent.bytes} bytes in ${sent.ms} ms${peer.ssh ? ` over SSH to ${peer.ssh.host}` : ''}`,
           data: { ...sent },
         });
       });
@@ -270,7 +272,7 @@ export class Orchestrator {
    * Pre-dumps while the container runs, each on top of the previous and sent to the target at once, until
    * decideAfterRound says a final dump now costs little enough or more rounds cannot help.
    */
-  private async precopyRounds(m: MigrationRecord, source: AgentClient, peer: { url: string; token: string }): Promise<void> {
+  private async precopyRounds(m: MigrationRecord, source: AgentClient, peer: Peer): Promise<void> {
     // podman keeps a single pre-checkpoint per container: its pre-copy is one round.
     const maxRounds = m.source.runtime === 'podman' ? 1 : m.request.maxRounds;
     const limits = { maxDowntimeMs: m.request.maxDowntimeMs, maxRounds, maxBytesFactor: m.request.maxBytesFactor };

@@ -41,6 +41,8 @@ const MIGRATIONS: string[] = [
      data TEXT,
      PRIMARY KEY (migration_id, seq)
    );`,
+  // A node reached over SSH for transfers between agents (agent/src/ssh-tunnel.ts): JSON SshRoute.
+  `ALTER TABLE nodes ADD COLUMN ssh TEXT;`,
 ];
 
 export function openDatabase(file: string): Db {

@@ -1,11 +1,14 @@
 /** Registered nodes: where each agent answers, its token, and what it last reported it can do. */
 import type { NodeCapabilities } from '../../../agent/src/criu/probe.js';
+import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { Db } from './db.js';
 
 export interface NodeRecord {
   name: string;
   url: string;
   token: string;
+  /** Checkpoints are sent to this node through SSH rather than to its URL directly. */
+  ssh?: SshRoute;
   capabilities?: NodeCapabilities;
   healthy: boolean;
   lastSeen?: string;
@@ -18,6 +21,7 @@ interface Row {
   url: string;
   token: string;
   capabilities: string | null;
+  ssh: string | null;
   healthy: number;
   last_seen: string | null;
   last_error: string | null;
@@ -28,6 +32,7 @@ const fromRow = (r: Row): NodeRecord => ({
   name: r.name,
   url: r.url,
   token: r.token,
+  ...(r.ssh ? { ssh: JSON.parse(r.ssh) as SshRoute } : {}),
   ...(r.capabilities ? { capabilities: JSON.parse(r.capabilities) as NodeCapabilities } : {}),
   healthy: r.healthy === 1,
   ...(r.last_seen ? { lastSeen: r.last_seen } : {}),
@@ -38,15 +43,15 @@ const fromRow = (r: Row): NodeRecord => ({
 export class NodeRepo {
   constructor(private readonly db: Db) {}
 
-  upsert(n: { name: string; url: string; token: string; capabilities: NodeCapabilities }): NodeRecord {
+  upsert(n: { name: string; url: string; token: string; ssh?: SshRoute; capabilities: NodeCapabilities }): NodeRecord {
     const now = new Date().toISOString();
     this.db
       .prepare(
-        `INSERT INTO nodes (name, url, token, capabilities, healthy, last_seen, registered_at) VALUES (?, ?, ?, ?, 1, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET url = excluded.url, token = excluded.token, capabilities = excluded.capabilities,
-           healthy = 1, last_seen = excluded.last_seen, last_error = NULL`,
+        `INSERT INTO nodes (name, url, token, ssh, capabilities, healthy, last_seen, registered_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET url = excluded.url, token = excluded.token, ssh = excluded.ssh,
+           capabilities = excluded.capabilities, healthy = 1, last_seen = excluded.last_seen, last_error = NULL`,
       )
-      .run(n.name, n.url, n.token, JSON.stringify(n.capabilities), now, now);
+      .run(n.name, n.url, n.token, n.ssh ? JSON.stringify(n.ssh) : null, JSON.stringify(n.capabilities), now, now);
     return this.get(n.name) as NodeRecord;
   }
 
