@@ -9,6 +9,7 @@
  * front and the other tests are skipped; they run in the lab VM (e2e/lab, Debian 12's 6.1 kernel).
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -29,6 +30,8 @@ const started: string[] = [];
 const tag = `p${process.pid % 100000}`;
 const RSS_MIB = 64;
 const lazy = await probeLazyTransfer('criu');
+const tracking = await execa('criu', ['check', '--feature', 'mem_dirty_track'], { reject: false }).then((r) => r.exitCode === 0);
+const hybridWorks = lazy.ok && tracking ? test.serial : test.serial.skip;
 const works = lazy.ok ? test.serial : test.serial.skip;
 const refused = lazy.ok ? test.serial.skip : test.serial;
 const needs = ' (needs working lazy pages; run it in e2e/lab)';
@@ -90,6 +93,36 @@ works(`post-copy: the container runs on b before its memory has moved; the memor
   );
   for (const n of ['a', 'b']) t.deepEqual(await cluster.node(n).agent.checkpoints(), [], `no checkpoint left on ${n}`);
 });
+
+hybridWorks(
+  `hybrid: pre-copy rounds while it runs, then a lazy final dump on top of the last round${needs.replace('lazy pages', 'lazy pages and soft-dirty tracking')}`,
+  async (t) => {
+    const id = `post-hybrid-${process.pid}`;
+    const rootA = cluster.node('a').runcRoot;
+    started.push(id);
+    await workloadRootfs(path.join(scratch, id, 'rootfs'));
+    await startRuncCounter(id, scratch, { root: rootA, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
+    const before = await waitFor(
+      () => runcCount(id, rootA),
+      (n) => n >= 10,
+      { what: `${id} to count` },
+    );
+    const accepted = await cluster
+      .client()
+      .migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b', strategy: 'hybrid', maxRounds: 3 });
+    const m = await cluster.finished(accepted.id);
+    t.is(m.status, 'succeeded', JSON.stringify(m.error));
+    t.is(m.strategy?.used, 'hybrid');
+    t.true(m.rounds.length >= 1);
+    t.true((m.rounds[0]?.pagesWritten ?? 0) * 4096 >= RSS_MIB * 1024 * 1024 * 0.9, 'round 1 copied the whole memory');
+    t.true((m.figures.pagesMs ?? -1) >= 0, 'the last delta followed lazily');
+    await expectCountResumed(() => runcCount(id, cluster.node('b').runcRoot), before);
+    t.is(await runcState(id, rootA), undefined);
+    t.log(
+      `rounds ${m.rounds.map((r) => r.pagesWritten).join(' -> ')} pages; downtime ${m.figures.downtimeMs} ms by the controller; ${m.figures.bytesSent} bytes frozen; last delta followed in ${m.figures.pagesMs} ms`,
+    );
+  },
+);
 
 works(`post-copy: a target restore that fails stops the page server and the source runs on${needs}`, async (t) => {
   const { id } = await workloadOn('rollback');

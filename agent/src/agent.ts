@@ -208,14 +208,10 @@ export class Agent {
         details: { field: 'lazy' },
       });
     }
-    if (p.preDump || p.leaveRunning || p.parent) {
-      throw new FerryError(
-        'bad_request',
-        'a lazy checkpoint stops the container and has no parent: drop preDump, leaveRunning and parent',
-        {
-          details: { field: 'lazy' },
-        },
-      );
+    if (p.preDump || p.leaveRunning) {
+      throw new FerryError('bad_request', 'a lazy checkpoint stops the container: drop preDump and leaveRunning', {
+        details: { field: 'lazy' },
+      });
     }
     if (!(await this.probe()).criu.lazyPages) {
       throw new FerryError('unsupported', `this node's kernel has no userfaultfd for CRIU's lazy pages`, {

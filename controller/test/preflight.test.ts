@@ -44,6 +44,18 @@ test('post-copy is refused with each node whose lazy transfer failed, and why', 
   t.regex(messageOf(t.throws(() => chooseStrategy('postcopy', node('a'), 'podman', node('b')))), /needs runc/);
 });
 
+test('hybrid needs both: pre-copy rounds on the source and lazy pages on both nodes', (t) => {
+  t.is(chooseStrategy('hybrid', node('a'), 'runc', node('b')).used, 'hybrid');
+  t.regex(
+    messageOf(t.throws(() => chooseStrategy('hybrid', node('a', { memDirtyTrack: false }), 'runc', node('b')))),
+    /does not track dirty memory/,
+  );
+  t.regex(
+    messageOf(t.throws(() => chooseStrategy('hybrid', node('a'), 'runc', node('b', { lazyPages: false })))),
+    /hybrid needs CRIU's lazy pages/,
+  );
+});
+
 test('compatibility: every problem named at once', (t) => {
   t.notThrows(() => checkCompatibility(node('a'), node('b'), 'runc'));
   const old = node('b', { version: '3.17.1' }, ['sse2', 'fpu']);

@@ -51,6 +51,8 @@ export interface LazyDumpOptions {
   imageDir: string;
   workDir: string;
   port: number;
+  /** Hybrid: the last pre-copy round, relative to imageDir; only pages dirtied since then are served. */
+  parentPath?: string;
 }
 
 /**
@@ -101,6 +103,7 @@ export async function startLazyDump(o: LazyDumpOptions): Promise<PageServer> {
     o.imageDir,
     '--work-path',
     o.workDir,
+    ...(o.parentPath ? ['--parent-path', o.parentPath] : []),
     o.id,
   ];
   // Its own process group, so that stop() reaches CRIU (runc's child) too.

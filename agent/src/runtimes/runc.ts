@@ -229,8 +229,8 @@ export class RuncDriver implements RuntimeDriver {
     req: CheckpointRequest,
     c: { id: string; bundle: string; rootfs: string; imageDir: string; port: number },
   ): Promise<CheckpointOutcome> {
-    if (req.preDump || req.leaveRunning || req.parentPath) {
-      throw new FerryError('bad_request', 'a lazy (post-copy) checkpoint stops the container and has no parent', {
+    if (req.preDump || req.leaveRunning) {
+      throw new FerryError('bad_request', 'a lazy (post-copy) checkpoint stops the container', {
         details: { field: 'lazy' },
       });
     }
@@ -245,6 +245,7 @@ export class RuncDriver implements RuntimeDriver {
         imageDir: c.imageDir,
         workDir,
         port: c.port,
+        ...(req.parentPath ? { parentPath: req.parentPath } : {}),
       });
     } catch (err) {
       await rm(workDir, { recursive: true, force: true });

@@ -23,6 +23,8 @@ const PAGES_POLL_MS = 30_000;
 /** How long settle keeps trying to reach a target that may run a copy before it gives up and says so. */
 const SETTLE_PATIENCE_MS = 30_000;
 
+/** Post-copy and hybrid end with a lazy final dump: memory follows from the source's page server. */
+const isLazy = (m: MigrationRecord) => m.strategy?.used === 'postcopy' || m.strategy?.used === 'hybrid';
 const newMigrationId = () => `m-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
 const elapsed = (since: number) => Math.round(performance.now() - since);
 
@@ -40,8 +42,8 @@ export class Orchestrator {
 
   /** Validates against the live source node, journals the migration and starts it; returns at once. */
   async start(req: MigrationRequest): Promise<MigrationRecord> {
-    if (req.strategy === 'postcopy' && req.container.runtime !== 'runc') {
-      throw new FerryError('unsupported', `post-copy needs runc: ${req.container.runtime} has no lazy restore`, {
+    if ((req.strategy === 'postcopy' || req.strategy === 'hybrid') && req.container.runtime !== 'runc') {
+      throw new FerryError('unsupported', `${req.strategy} needs runc: ${req.container.runtime} has no lazy restore`, {
         hint: "use strategy 'auto' or 'stopcopy'",
         details: { field: 'strategy' },
       });
@@ -207,9 +209,11 @@ export class Orchestrator {
 
       const targetNode = this.nodes.get(m.target.node);
       const peer = { url: target.url, token: targetNode.token, ...(targetNode.ssh ? { ssh: targetNode.ssh } : {}) };
-      if (m.strategy?.used === 'precopy') await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
+      if (m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid') {
+        await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
+      }
 
-      const postcopy = m.strategy?.used === 'postcopy';
+      const postcopy = isLazy(m);
       let frozenAt = 0;
       await this.step(m, 'checkpoint', async () => {
         frozenAt = performance.now();
@@ -373,7 +377,7 @@ export class Orchestrator {
     const source = this.nodes.client(m.source.node);
     const target = this.nodes.client(m.target.node);
 
-    if (m.strategy?.used === 'postcopy') await this.settlePageServer(m, source, target, failedStep);
+    if (isLazy(m)) await this.settlePageServer(m, source, target, failedStep);
     if (TARGET_MAY_RUN.includes(failedStep)) {
       const running = await patiently(() => runningOn(target, m.source.runtime, m.target.containerName));
       if (running === 'unknown') {
@@ -456,7 +460,7 @@ export class Orchestrator {
   }
 
   private async restoreSource(m: MigrationRecord, source: AgentClient): Promise<string> {
-    if (m.strategy?.used === 'postcopy') {
+    if (isLazy(m)) {
       throw new FerryError(
         'internal',
         `${m.source.containerName} runs neither on ${m.target.node} nor on ${m.source.node}: post-copy had served its memory to the target, which no longer runs it`,
@@ -541,7 +545,7 @@ async function verifyRunning(target: AgentClient, m: MigrationRecord): Promise<v
  * newest first: a store refuses to delete a parent before its child.
  */
 async function deleteChain(client: AgentClient, m: MigrationRecord): Promise<void> {
-  const inFlight = m.strategy?.used === 'precopy' ? [`${m.checkpointId}-r${m.rounds.length + 1}`] : [];
+  const inFlight = m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid' ? [`${m.checkpointId}-r${m.rounds.length + 1}`] : [];
   for (const id of [m.checkpointId, ...inFlight, ...m.rounds.map((r) => r.checkpointId).reverse()]) {
     await ignoreNotFound(client.deleteCheckpoint(id));
   }

@@ -54,18 +54,32 @@ export function chooseStrategy(
   target?: NodeCapabilities,
 ): NonNullable<MigrationRecord['strategy']> {
   if (requested === 'stopcopy') return { requested, used: 'stopcopy', reason: 'requested' };
-  if (requested === 'postcopy') {
+  if (requested === 'postcopy' || requested === 'hybrid') {
     const without = [source, target].filter((n): n is NodeCapabilities => Boolean(n && !n.criu.lazyPages));
     if (runtime !== 'runc' || without.length) {
       throw new FerryError(
         'incompatible_nodes',
         runtime !== 'runc'
-          ? `post-copy needs runc: ${runtime} has no lazy restore`
-          : `post-copy needs CRIU's lazy pages, which do not work on ${without
+          ? `${requested} needs runc: ${runtime} has no lazy restore`
+          : `${requested} needs CRIU's lazy pages, which do not work on ${without
               .map((n) => `${n.node} (${n.criu.lazyPagesProblem ?? 'no userfaultfd'})`)
               .join(' and ')}`,
         { hint: "use strategy 'auto' or 'stopcopy'", details: { field: 'strategy' } },
       );
+    }
+    if (requested === 'hybrid') {
+      if (!source.criu.memDirtyTrack) {
+        throw new FerryError('incompatible_nodes', `hybrid needs pre-copy rounds, and ${source.node} does not track dirty memory`, {
+          hint: "use strategy 'postcopy' or 'stopcopy'",
+          details: { field: 'strategy' },
+        });
+      }
+      return {
+        requested,
+        used: 'hybrid',
+        reason:
+          'requested: pre-copy rounds while the container runs, then a lazy final dump: the last delta follows on demand instead of during the downtime',
+      };
     }
     return {
       requested,

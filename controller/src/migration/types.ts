@@ -2,7 +2,8 @@
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { RoundFigures } from './precopy.js';
 
-export const STRATEGIES = ['auto', 'precopy', 'stopcopy', 'postcopy'] as const;
+/** hybrid: pre-copy rounds while the container runs, then a lazy final dump whose last delta follows on demand. */
+export const STRATEGIES = ['auto', 'precopy', 'stopcopy', 'postcopy', 'hybrid'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
 export interface MigrationRequest {
