@@ -4,9 +4,10 @@
  * a CRIU failure that must leave the container running).
  */
 import test from 'ava';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
 import { AgentClient } from '../agent/src/client.js';
 import { isFerryError } from '../agent/src/errors.js';
 import { startTestAgent, type TestAgent } from './support/agent.js';
@@ -132,6 +133,41 @@ test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt
   t.deepEqual(await ours(), containersBefore, 'no container was created or removed');
   t.deepEqual(containersBefore, [id]);
   t.is((await agent.client.getCheckpoint(m.id)).id, m.id, 'the checkpoint stays listed for inspection');
+});
+
+test.serial('a checkpoint deleted while it is still arriving is discarded when it lands; a later import keeps it', async (t) => {
+  const id = await counter('ck-arriving');
+  const m = await agent.client.checkpoint({ runtime: 'runc', container: id, leaveRunning: true });
+  const chunks: Buffer[] = [];
+  for await (const c of await agent.client.exportArchive(m.id)) chunks.push(c as Buffer);
+  const archive = Buffer.concat(chunks);
+  await agent.client.deleteCheckpoint(m.id);
+
+  // Half the archive is on its way when a rollback deletes the checkpoint here (nothing to delete yet).
+  const body = new PassThrough();
+  const arriving = agent.client.importArchive(body);
+  body.write(archive.subarray(0, archive.length / 2));
+  // The agent has begun the import once its partial directory exists in the store.
+  const checkpointsDir = path.join(agent.stateDir, 'images', 'checkpoints');
+  await waitFor(
+    () => readdir(checkpointsDir),
+    (names) => names.some((n) => n.startsWith('.partial-import-')),
+    { what: 'the import to begin' },
+  );
+  t.is(codeOf(await t.throwsAsync(agent.client.deleteCheckpoint(m.id))), 'checkpoint_not_found');
+  body.end(archive.subarray(archive.length / 2));
+  const err = await t.throwsAsync(arriving);
+  t.is(codeOf(err), 'conflict', err?.message);
+  t.regex(err?.message ?? '', /deleted here while it was arriving/);
+  t.false(
+    (await agent.client.checkpoints()).some((c) => c.id === m.id),
+    'the late copy did not land',
+  );
+
+  // An import begun after the deletion is a new one and is kept.
+  const again = await agent.client.importArchive(Readable.from([archive]));
+  t.is(again.id, m.id);
+  await agent.client.deleteCheckpoint(m.id);
 });
 
 test.serial('a wrong or missing token is refused on every route but health', async (t) => {

@@ -58,6 +58,8 @@ export interface RestoreResult {
 }
 
 const RECENT_RESTORES = 20;
+/** Longer than any import takes between its first byte and its seal. */
+const DELETION_MEMORY_MS = 10 * 60_000;
 const since = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
 
 export class Agent {
@@ -69,6 +71,12 @@ export class Agent {
   private readonly sshKey: Buffer | undefined;
   private readonly busy = new Set<string>();
   private readonly sends = new Map<string, AbortController>();
+  /**
+   * When each checkpoint id was last deleted here. An import that began before its id was deleted is
+   * discarded when it completes: a rollback deletes the target's copy while the last bytes may still be
+   * on their way, and the copy must not land afterwards.
+   */
+  private readonly deletedAt = new Map<string, number>();
   /** Lazy checkpoints whose memory is still, or was, served from here. */
   private readonly pageServers = new Map<string, { server: PageServer; state: PageServerState }>();
   /** Recent restore wall times per runtime: what a controller expects a restore here to cost. */
@@ -341,7 +349,8 @@ export class Agent {
 
   /** Deleting a checkpoint that is being sent ends the send first: the peer then discards its partial copy. */
   async deleteCheckpoint(id: string): Promise<void> {
-    this.sends.get(assertCheckpointId(id))?.abort(new FerryError('cancelled', `checkpoint ${id} was deleted while it was being sent`));
+    this.rememberDeletion(assertCheckpointId(id));
+    this.sends.get(id)?.abort(new FerryError('cancelled', `checkpoint ${id} was deleted while it was being sent`));
     // A page server still serving is stopped first: CRIU then lets the container run on here.
     const served = this.pageServers.get(id);
     if (served?.state.state === 'serving') await served.server.stop();
@@ -372,8 +381,27 @@ export class Agent {
     });
   }
 
+  private rememberDeletion(id: string): void {
+    const now = performance.now();
+    // Only imports under way can race a deletion; older entries are forgotten.
+    for (const [old, at] of this.deletedAt) if (now - at > DELETION_MEMORY_MS) this.deletedAt.delete(old);
+    this.deletedAt.set(id, now);
+  }
+
   /** A sender that goes silent (a cut link) fails the import after transferStallMs; nothing is kept. */
   async importCheckpoint(source: Readable): Promise<Manifest> {
+    const startedAt = performance.now();
+    const manifest = await this.receive(source);
+    if ((this.deletedAt.get(manifest.id) ?? Number.NEGATIVE_INFINITY) >= startedAt) {
+      await this.store.delete(manifest.id).catch(() => undefined);
+      throw new FerryError('conflict', `checkpoint ${manifest.id} was deleted here while it was arriving; it was discarded`, {
+        hint: 'the migration it belonged to was rolled back',
+      });
+    }
+    return manifest;
+  }
+
+  private async receive(source: Readable): Promise<Manifest> {
     const watched = new Transform({
       transform(chunk, _enc, done) {
         silent.kick();
