@@ -18,28 +18,13 @@ changed=0
 
 [ "$(id -u)" = 0 ] || { log "must run as root (criu, runc and dockerd need it)"; exit 1; }
 
-missing_packages() {
-  local p missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-  echo "${missing[@]:-}"
-}
+# shellcheck source=scripts/lib/packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/packages.sh"
 
 install_host_packages() {
-  local missing
-  missing=$(missing_packages $HOST_PACKAGES)
-  [ -z "$missing" ] && return
-  log "installing: $missing"
-  apt-get update -qq
-  # Nothing may start at install time (openssh-server's and docker.io's scripts would start their
-  # daemons): the tests start what they need and stop it. policy-rc.d's 101 tells invoke-rc.d "not now".
-  local policy=/usr/sbin/policy-rc.d own_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  if [ "$own_policy" = 1 ]; then rm -f "$policy" && trap - EXIT; fi
-  changed=1
+  # shellcheck disable=SC2086 # a list of package names, split on purpose
+  install_missing_packages $HOST_PACKAGES
+  [ "${PACKAGES_INSTALLED:-0}" = 0 ] || changed=1
 }
 
 # The command may be a loader line with arguments, so it is split on purpose.

@@ -76,20 +76,11 @@ case $CACHE/ in /tmp/* | /run/* | /dev/* | /proc/* | /sys/*) die "FERRY_LAB_CACH
 
 # ---------------------------------------------------------------- host packages
 
-missing_packages() {
-  local p missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
-  echo "${missing[@]:-}"
-}
+# shellcheck source=scripts/lib/packages.sh
+. "$LAB_DIR/../../scripts/lib/packages.sh"
 
 ensure_packages() {
-  local missing
-  missing=$(missing_packages qemu-system-x86 busybox-static)
-  [ -z "$missing" ] && return
-  log "installing $missing"
-  apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  install_missing_packages qemu-system-x86 busybox-static
 }
 
 # ---------------------------------------------------------------- kernel
