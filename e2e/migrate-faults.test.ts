@@ -75,17 +75,27 @@ async function assertOneCopyOnSource(t: import('ava').ExecutionContext, id: stri
   );
 }
 
-test.serial('target agent killed mid-transfer: the source runs again; the restarted target keeps nothing', async (t) => {
-  const { id, before } = await counterOnA('kill-target');
+/** Runs `fn` with the sender's link throttled, so that a transfer lasts long enough to be hit mid-way. */
+async function onSlowLink<T>(fn: () => Promise<T>): Promise<T> {
   await cluster.net.throttle('a', SLOW_LINK_MBIT);
   try {
-    const accepted = await migrateWithFault(id, () => cluster.killAgent('b'));
-    const m = await finished(accepted.id);
-    t.is(m.status, 'failed');
-    t.is(m.error?.step, 'transfer', JSON.stringify(m.error));
-    t.regex(m.rollback?.outcome ?? '', /restored on a from its own checkpoint/);
+    return await fn();
   } finally {
     await cluster.net.throttle('a', undefined);
+  }
+}
+
+test.serial('target agent killed mid-transfer: the source runs again; the restarted target keeps nothing', async (t) => {
+  const { id, before } = await counterOnA('kill-target');
+  try {
+    await onSlowLink(async () => {
+      const accepted = await migrateWithFault(id, () => cluster.killAgent('b'));
+      const m = await finished(accepted.id);
+      t.is(m.status, 'failed');
+      t.is(m.error?.step, 'transfer', JSON.stringify(m.error));
+      t.regex(m.rollback?.outcome ?? '', /restored on a from its own checkpoint/);
+    });
+  } finally {
     await cluster.startAgent('b');
   }
   await assertOneCopyOnSource(t, id, before);
@@ -93,17 +103,17 @@ test.serial('target agent killed mid-transfer: the source runs again; the restar
 
 test.serial('link to the target cut mid-transfer: the stalled send fails, the source runs again', async (t) => {
   const { id, before } = await counterOnA('cut');
-  await cluster.net.throttle('a', SLOW_LINK_MBIT);
   try {
-    const accepted = await migrateWithFault(id, () => cluster.net.cut('b'));
-    const m = await finished(accepted.id);
-    t.is(m.status, 'failed');
-    t.is(m.error?.step, 'transfer');
-    t.is(m.error?.code, 'transfer_failed', m.error?.message);
-    t.regex(m.error?.message ?? '', /stalled/);
-    t.regex(m.rollback?.outcome ?? '', /restored on a/);
+    await onSlowLink(async () => {
+      const accepted = await migrateWithFault(id, () => cluster.net.cut('b'));
+      const m = await finished(accepted.id);
+      t.is(m.status, 'failed');
+      t.is(m.error?.step, 'transfer');
+      t.is(m.error?.code, 'transfer_failed', m.error?.message);
+      t.regex(m.error?.message ?? '', /stalled/);
+      t.regex(m.rollback?.outcome ?? '', /restored on a/);
+    });
   } finally {
-    await cluster.net.throttle('a', undefined);
     await cluster.net.heal('b');
   }
   await assertOneCopyOnSource(t, id, before);
@@ -132,14 +142,11 @@ test.serial('a byte damaged in transit: the target refuses the checkpoint, the s
 
 test.serial('controller killed mid-transfer and started again: it settles the migration from its journal', async (t) => {
   const { id, before } = await counterOnA('kill-controller');
-  await cluster.net.throttle('a', SLOW_LINK_MBIT);
-  let accepted: MigrationRecord;
-  try {
-    accepted = await migrateWithFault(id, () => cluster.killController());
+  const accepted = await onSlowLink(async () => {
+    const started = await migrateWithFault(id, () => cluster.killController());
     await cluster.startController();
-  } finally {
-    await cluster.net.throttle('a', undefined);
-  }
+    return started;
+  });
   const m = await finished(accepted.id);
   t.is(m.status, 'failed');
   t.is(m.error?.code, 'interrupted');
@@ -150,13 +157,7 @@ test.serial('controller killed mid-transfer and started again: it settles the mi
 
 test.serial('cancel during the transfer: it takes effect at the next step and rolls back', async (t) => {
   const { id, before } = await counterOnA('cancel');
-  await cluster.net.throttle('a', SLOW_LINK_MBIT);
-  let accepted: MigrationRecord;
-  try {
-    accepted = await migrateWithFault(id, (m) => cluster.client().cancel(m.id));
-  } finally {
-    await cluster.net.throttle('a', undefined);
-  }
+  const accepted = await onSlowLink(() => migrateWithFault(id, (m) => cluster.client().cancel(m.id)));
   const m = await finished(accepted.id);
   t.is(m.status, 'cancelled');
   t.is(m.error?.code, 'cancelled');

@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { podmanCount, podmanOn as podmanOnNode, podmanState } from './support/podman-node.js';
-import { busyboxRootfs, COUNTER_ARGV, expectCountResumed, importBusyboxImage, waitFor } from './support/workload.js';
+import { podmanCount, podmanState, startPodmanCounter } from './support/podman-node.js';
+import { busyboxRootfs, expectCountResumed, importBusyboxImage } from './support/workload.js';
 
 let cluster: TestCluster;
 let scratch: string;
@@ -28,18 +28,12 @@ test.after.always(async () => {
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
-const podmanOn = (node: string, args: string[]) => podmanOnNode(cluster, node, args);
 const countOn = (node: string, name: string) => podmanCount(cluster, node, name);
 const stateOn = (node: string, name: string) => podmanState(cluster, node, name);
 
 test.serial('podman: a counting container moves from a to b and keeps counting; the source is removed', async (t) => {
   const name = `mig-podman-${process.pid}`;
-  await podmanOn('a', ['run', '-d', '--name', name, IMAGE, ...COUNTER_ARGV]);
-  const before = await waitFor(
-    () => countOn('a', name),
-    (n) => n >= 3,
-    { what: `${name} to count` },
-  );
+  const before = await startPodmanCounter(cluster, 'a', name, IMAGE);
 
   const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
   const m = await cluster.finished(accepted.id);
@@ -58,12 +52,7 @@ test.serial('podman: an image missing on the target fails preflight; the contain
   const rootfs = await busyboxRootfs(path.join(scratch, 'only-a-rootfs'));
   await execa('sh', ['-c', `tar -C ${rootfs} -c . | podman ${cluster.node('a').podman.args.join(' ')} import - ${onlyOnA}`]);
   const name = `mig-noimage-${process.pid}`;
-  await podmanOn('a', ['run', '-d', '--name', name, onlyOnA, ...COUNTER_ARGV]);
-  const before = await waitFor(
-    () => countOn('a', name),
-    (n) => n >= 3,
-    { what: `${name} to count` },
-  );
+  const before = await startPodmanCounter(cluster, 'a', name, onlyOnA);
 
   const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
   const m = await cluster.finished(accepted.id);

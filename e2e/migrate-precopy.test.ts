@@ -11,11 +11,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { podmanCount, podmanOn, podmanState } from './support/podman-node.js';
+import { podmanCount, podmanState, startPodmanCounter } from './support/podman-node.js';
 import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
 import { scaled } from './support/time.js';
-import { COUNTER_ARGV, expectCountResumed, importBusyboxImage, waitFor } from './support/workload.js';
+import { expectCountResumed, importBusyboxImage, waitFor } from './support/workload.js';
 
 const run = promisify(execFile);
 const tracking = await run('criu', ['check', '--feature', 'mem_dirty_track']).then(
@@ -94,12 +94,7 @@ serial(
   'podman pre-copy (needs soft-dirty tracking; run it in e2e/lab): one pre-checkpoint round, then the final dump on top of it',
   async (t) => {
     const name = `mig-precopy-podman-${process.pid}`;
-    await podmanOn(cluster, 'a', ['run', '-d', '--name', name, IMAGE, ...COUNTER_ARGV]);
-    const before = await waitFor(
-      () => podmanCount(cluster, 'a', name),
-      (n) => n >= 3,
-      { what: `${name} to count`, timeoutMs: scaled(20_000) },
-    );
+    const before = await startPodmanCounter(cluster, 'a', name, IMAGE, { timeoutMs: scaled(20_000) });
     const accepted = await cluster
       .client()
       .migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b', strategy: 'precopy' });
