@@ -48,6 +48,11 @@ const containerInfo = {
     imageId: { type: 'string' },
     createdAt: { type: 'string' },
     bundle: { type: 'string', description: 'the OCI bundle directory, where the runtime exposes it (runc)' },
+    labels: {
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      description: "runc: the bundle's OCI annotations; podman/docker: the container's labels. Absent when there are none",
+    },
   },
 } as const;
 

@@ -23,15 +23,16 @@ import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { FerryError } from '../errors.js';
 import { runCommand } from './exec.js';
-import type {
-  CheckpointOutcome,
-  CheckpointRequest,
-  ContainerInfo,
-  ContainerState,
-  RestoreOutcome,
-  RestoreRequest,
-  RuntimeDriver,
-  RuntimeStatus,
+import {
+  type CheckpointOutcome,
+  type CheckpointRequest,
+  type ContainerInfo,
+  type ContainerState,
+  labelsField,
+  type RestoreOutcome,
+  type RestoreRequest,
+  type RuntimeDriver,
+  type RuntimeStatus,
 } from './types.js';
 
 export interface DockerDriverOptions {
@@ -119,6 +120,7 @@ export class DockerDriver implements RuntimeDriver {
       image: e.Image,
       imageId: e.ImageID,
       createdAt: new Date(e.Created * 1000).toISOString(),
+      ...labelsField(e.Labels),
     }));
   }
 
@@ -138,6 +140,7 @@ export class DockerDriver implements RuntimeDriver {
       image: e.Config.Image,
       imageId: e.Image,
       createdAt: e.Created,
+      ...labelsField(e.Config.Labels),
     };
   }
 

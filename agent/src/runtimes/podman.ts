@@ -20,15 +20,16 @@ import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { holdFrozen } from './freezer.js';
-import type {
-  CheckpointOutcome,
-  CheckpointRequest,
-  ContainerInfo,
-  ContainerState,
-  RestoreOutcome,
-  RestoreRequest,
-  RuntimeDriver,
-  RuntimeStatus,
+import {
+  type CheckpointOutcome,
+  type CheckpointRequest,
+  type ContainerInfo,
+  type ContainerState,
+  labelsField,
+  type RestoreOutcome,
+  type RestoreRequest,
+  type RuntimeDriver,
+  type RuntimeStatus,
 } from './types.js';
 
 export interface PodmanDriverOptions {
@@ -71,6 +72,8 @@ interface PsEntry {
   ImageID: string;
   /** Unix seconds. */
   Created: number;
+  /** The container's labels (its image's included); null when there are none. */
+  Labels: Record<string, string> | null;
 }
 
 /** The fields Ferry uses from `podman container inspect`. */
@@ -82,6 +85,7 @@ interface InspectEntry {
   /** The image's id. */
   Image: string;
   Created: string;
+  Config: { Labels?: Record<string, string> | null };
   /** The container's userdata directory: CRIU's work dir, where dump.log and restore.log are written. */
   StaticDir: string;
 }
@@ -147,6 +151,7 @@ export class PodmanDriver implements RuntimeDriver {
         image: e.Image,
         imageId: e.ImageID,
         createdAt: new Date(e.Created * 1000).toISOString(),
+        ...labelsField(e.Labels),
       };
     });
   }
@@ -167,6 +172,7 @@ export class PodmanDriver implements RuntimeDriver {
       image: e.ImageName,
       imageId: e.Image,
       createdAt: e.Created,
+      ...labelsField(e.Config.Labels),
     };
   }
 

@@ -12,15 +12,16 @@ import { FerryError } from '../errors.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { bundleFingerprint } from './fingerprint.js';
 import { type PageServer, startLazyDump, startLazyPagesDaemon } from './lazy.js';
-import type {
-  CheckpointOutcome,
-  CheckpointRequest,
-  ContainerInfo,
-  ContainerState,
-  RestoreOutcome,
-  RestoreRequest,
-  RuntimeDriver,
-  RuntimeStatus,
+import {
+  type CheckpointOutcome,
+  type CheckpointRequest,
+  type ContainerInfo,
+  type ContainerState,
+  labelsField,
+  type RestoreOutcome,
+  type RestoreRequest,
+  type RuntimeDriver,
+  type RuntimeStatus,
 } from './types.js';
 
 export interface RuncDriverOptions {
@@ -39,6 +40,8 @@ interface RuncListEntry {
   bundle: string;
   rootfs: string;
   created: string;
+  /** The bundle's OCI annotations, from the state file's labels (see stateLabels); absent when none. */
+  annotations?: Record<string, string>;
 }
 
 interface RuncMeta {
@@ -112,6 +115,7 @@ export class RuncDriver implements RuntimeDriver {
       ...(e.pid ? { pid: e.pid } : {}),
       createdAt: e.created,
       bundle: e.bundle,
+      ...labelsField(e.annotations),
     };
   }
 
@@ -155,9 +159,18 @@ export class RuncDriver implements RuntimeDriver {
         )
       )
         return undefined;
-      const bundle = st.config.labels?.find((l) => l.startsWith('bundle='))?.slice('bundle='.length);
+      const { bundle, annotations } = stateLabels(st.config.labels);
       if (!bundle || st.id !== id) return undefined;
-      return { id, name: id, runtime: 'runc', state: 'running', pid: st.init_process_pid, createdAt: st.created, bundle };
+      return {
+        id,
+        name: id,
+        runtime: 'runc',
+        state: 'running',
+        pid: st.init_process_pid,
+        createdAt: st.created,
+        bundle,
+        ...labelsField(annotations),
+      };
     } catch {
       return undefined;
     }
@@ -335,12 +348,28 @@ export class RuncDriver implements RuntimeDriver {
       // Once restored, runc's state dir names the bundle, and bundleInUse sees it.
       if (inPlace) this.claimedBundles.delete(inPlace);
     }
-    const [stats, pid] = await Promise.all([readRestoreStats(path.join(workDir, 'stats-restore')), readFile(pidFile, 'utf8')]);
+    const [stats, pid, annotations] = await Promise.all([
+      readRestoreStats(path.join(workDir, 'stats-restore')),
+      readFile(pidFile, 'utf8'),
+      // The bundle's annotations as runc now keeps them, so that find() and list() report the same.
+      readFile(path.join(this.opts.root ?? DEFAULT_ROOT, name, 'state.json'), 'utf8').then(
+        (raw) => stateLabels((JSON.parse(raw) as RuncStateFile).config.labels).annotations,
+        () => undefined,
+      ),
+    ]);
     // The lazy-pages daemon keeps its socket and log in the work dir until the last page has arrived.
     const pagesLoaded = daemon?.done.finally(() => rm(workDir, { recursive: true, force: true }));
     if (!pagesLoaded) await rm(workDir, { recursive: true, force: true });
     // A detached restore that returned 0 is running; its pid file saves listing every container again.
-    const container: ContainerInfo = { id: name, name, runtime: 'runc', state: 'running', pid: Number(pid.trim()), bundle };
+    const container: ContainerInfo = {
+      id: name,
+      name,
+      runtime: 'runc',
+      state: 'running',
+      pid: Number(pid.trim()),
+      bundle,
+      ...labelsField(annotations),
+    };
     return { container, ...(stats ? { stats } : {}), ...(pagesLoaded ? { pagesLoaded } : {}) };
   }
 
@@ -424,6 +453,26 @@ export class RuncDriver implements RuntimeDriver {
     // Only bundles Ferry created are Ferry's to delete.
     if (path.dirname(entry.bundle) === path.resolve(this.opts.bundlesDir)) await rm(entry.bundle, { recursive: true, force: true });
   }
+}
+
+/**
+ * runc keeps a container's OCI annotations in its state file as "key=value" labels, beside its own
+ * "bundle=<dir>" (appended last). Split as `runc list` splits them (libcontainer/utils.Annotations), so that
+ * find()'s fast path and list() agree.
+ */
+function stateLabels(labels: string[] = []): { bundle?: string; annotations: Record<string, string> } {
+  let bundle: string | undefined;
+  const annotations: [string, string][] = [];
+  for (const label of labels) {
+    const eq = label.indexOf('=');
+    if (eq < 0) continue;
+    const key = label.slice(0, eq);
+    const value = label.slice(eq + 1);
+    if (key === 'bundle') bundle = value;
+    else annotations.push([key, value]);
+  }
+  // fromEntries, as JSON.parse does for runc list, makes even a "__proto__" key an own property.
+  return { bundle, annotations: Object.fromEntries(annotations) };
 }
 
 async function moveIfPresent(from: string, to: string): Promise<void> {

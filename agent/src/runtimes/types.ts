@@ -22,6 +22,16 @@ export interface ContainerInfo {
   createdAt?: string;
   /** The OCI bundle directory, where the runtime exposes it (runc). */
   bundle?: string;
+  /**
+   * What checkpoint policies select containers by. runc: the bundle's OCI annotations; podman/docker: the
+   * container's labels. Absent when there are none.
+   */
+  labels?: Record<string, string>;
+}
+
+/** `{ labels }` when the runtime reported any, else nothing: a ContainerInfo carries no empty labels. */
+export function labelsField(labels: Record<string, string> | null | undefined): Pick<ContainerInfo, 'labels'> {
+  return labels && Object.keys(labels).length > 0 ? { labels } : {};
 }
 
 export interface RuntimeStatus {

@@ -86,7 +86,11 @@ export async function unpackInto(source: Readable, dir: string): Promise<Manifes
             done(null, chunk);
           },
         });
-        await pipeline(entry as unknown as NodeJS.ReadableStream, hashing, createWriteStream(target, { mode: 0o600, highWaterMark: WRITE_BATCH_BYTES }));
+        await pipeline(
+          entry as unknown as NodeJS.ReadableStream,
+          hashing,
+          createWriteStream(target, { mode: 0o600, highWaterMark: WRITE_BATCH_BYTES }),
+        );
         written.push({ path: path.posix.relative(root, target.split(path.sep).join(path.posix.sep)), size, sha256: hash.digest('hex') });
         continue;
       }

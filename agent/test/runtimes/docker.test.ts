@@ -7,7 +7,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { DockerDriver } from '../../src/runtimes/docker.js';
 import { conformanceTests } from './conformance.js';
-import { codeOf, runtimeHarness } from './harness.js';
+import { codeOf, IMAGE, runtimeHarness } from './harness.js';
 
 const h = runtimeHarness(test, new DockerDriver(), 'docker');
 
@@ -35,4 +35,12 @@ test.serial('docker: files the container wrote travel with the checkpoint', asyn
   const copy = h.track(`${name}-copy`);
   await h.driver.restore({ dir, name: copy, runtimeMeta: outcome.runtimeMeta, verified: Promise.resolve() });
   t.is((await h.driver.exec(copy, ['cat', '/etc/ferry-note'])).trim(), 'kept');
+});
+
+test.serial('docker: labels set at creation are listed and found', async (t) => {
+  const name = h.track(`ferry-docker-labels-${process.pid}`);
+  await execa('docker', ['run', '-d', '--name', name, '--label', 'ferry.test/policy=gold', '--label', 'empty=', IMAGE, 'sleep', '600']);
+  const labels = { 'ferry.test/policy': 'gold', empty: '' };
+  t.deepEqual((await h.driver.list()).find((c) => c.name === name)?.labels, labels);
+  t.deepEqual((await h.driver.find(name))?.labels, labels);
 });

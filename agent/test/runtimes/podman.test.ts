@@ -11,7 +11,7 @@ import { waitFor } from '../../../e2e/support/workload.js';
 import { isFerryError } from '../../src/errors.js';
 import { PodmanDriver } from '../../src/runtimes/podman.js';
 import { conformanceTests } from './conformance.js';
-import { codeOf, runtimeHarness } from './harness.js';
+import { codeOf, IMAGE, runtimeHarness } from './harness.js';
 
 const h = runtimeHarness(test, new PodmanDriver(), 'podman');
 const { driver } = h;
@@ -71,4 +71,12 @@ test.serial('podman: pre-dump: unsupported without soft-dirty tracking, else ima
     t.regex(isFerryError(err) ? (err.hint ?? '') : '', /CONFIG_MEM_SOFT_DIRTY/);
   }
   t.is((await driver.find(name))?.state, 'running');
+});
+
+test.serial('podman: labels set at creation are listed and found', async (t) => {
+  const name = h.track(`ferry-podman-labels-${process.pid}`);
+  await execa('podman', ['run', '-d', '--name', name, '--label', 'ferry.test/policy=gold', '--label', 'empty=', IMAGE, 'sleep', '600']);
+  const labels = { 'ferry.test/policy': 'gold', empty: '' };
+  t.deepEqual((await driver.list()).find((c) => c.name === name)?.labels, labels);
+  t.deepEqual((await driver.find(name))?.labels, labels);
 });
