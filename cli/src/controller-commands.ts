@@ -14,7 +14,7 @@ export interface CliContext {
   print(value: unknown, human: () => string): void;
 }
 
-function controllerClient(program: Command): ControllerClient {
+export function controllerClient(program: Command): ControllerClient {
   const { controller, controllerToken = process.env.FERRY_CONTROLLER_TOKEN } = program.opts<{
     controller: string;
     controllerToken?: string;

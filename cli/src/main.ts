@@ -9,6 +9,7 @@ import { startAgent } from '../../agent/src/main.js';
 import type { Manifest } from '../../agent/src/store/manifest.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
 import { addControllerCommands } from './controller-commands.js';
+import { addPolicyCommands } from './policy-commands.js';
 import { bytes, fields, ms, table } from './format.js';
 
 interface GlobalOpts {
@@ -222,6 +223,7 @@ program
   });
 
 addControllerCommands(program, { json: () => Boolean(globals().json), print });
+addPolicyCommands(program, { json: () => Boolean(globals().json), print });
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof FerryError) {

@@ -4,6 +4,7 @@ import { ApiClient } from '../../agent/src/api-client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import type { MigrationEvent, MigrationRecord, MigrationRequest } from './migration/types.js';
 import type { PublicNode } from './nodes.js';
+import type { Policy, PolicyCheckpoint, PolicyDocument, PolicyRun } from './policy/types.js';
 
 export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
   Partial<Omit<MigrationRequest, 'container' | 'targetNode'>>;
@@ -37,6 +38,28 @@ export class ControllerClient extends ApiClient {
   async nodeContainers(node: string, runtime?: RuntimeName): Promise<unknown[]> {
     return (await this.json<{ containers: unknown[] }>('GET', `/nodes/${node}/containers${runtime ? `?runtime=${runtime}` : ''}`))
       .containers;
+  }
+
+  applyPolicy(doc: PolicyDocument): Promise<Policy> {
+    return this.json('POST', '/policies', doc);
+  }
+  async policies(): Promise<Policy[]> {
+    return (await this.json<{ policies: Policy[] }>('GET', '/policies')).policies;
+  }
+  policy(name: string): Promise<Policy> {
+    return this.json('GET', `/policies/${encodeURIComponent(name)}`);
+  }
+  deletePolicy(name: string): Promise<{ deleted: string[]; left: { id: string; node: string; error: string }[] }> {
+    return this.json('DELETE', `/policies/${encodeURIComponent(name)}`, undefined, true);
+  }
+  runPolicy(name: string): Promise<PolicyRun> {
+    return this.json('POST', `/policies/${encodeURIComponent(name)}/run`, undefined, true);
+  }
+  async policyRuns(name: string): Promise<PolicyRun[]> {
+    return (await this.json<{ runs: PolicyRun[] }>('GET', `/policies/${encodeURIComponent(name)}/runs`)).runs;
+  }
+  async policyCheckpoints(name: string): Promise<PolicyCheckpoint[]> {
+    return (await this.json<{ checkpoints: PolicyCheckpoint[] }>('GET', `/policies/${encodeURIComponent(name)}/checkpoints`)).checkpoints;
   }
 
   /** The migration's server-sent events, from the first, until it finishes. */

@@ -1,4 +1,4 @@
-/** Assembles the controller: embedded store, node registry, orchestrator (recovering what a previous run left), API. */
+/** Assembles the controller: embedded store, node registry, orchestrator and policy scheduler (each recovering what a previous run left), API. */
 import type { FastifyInstance } from 'fastify';
 import { buildControllerApi } from './api/server.js';
 import type { ControllerConfig } from './config.js';
@@ -7,12 +7,15 @@ import { NodeRegistry } from './nodes.js';
 import { type Db, openDatabase } from './store/db.js';
 import { MigrationRepo } from './store/migrations.js';
 import { NodeRepo } from './store/nodes.js';
+import { PolicyRepo } from './store/policies.js';
+import { PolicyScheduler } from './policy/scheduler.js';
 
 export interface RunningController {
   app: FastifyInstance;
   url: string;
   orchestrator: Orchestrator;
   nodes: NodeRegistry;
+  policies: PolicyScheduler;
   /** Ids of migrations found unfinished at start and being settled. */
   recovered: string[];
   close(): Promise<void>;
@@ -23,17 +26,21 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const nodes = new NodeRegistry(new NodeRepo(db), cfg.agentTimeouts);
   const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
   const recovered = orchestrator.recover();
-  const app = await buildControllerApi({ orchestrator, nodes, token: cfg.token, logger });
+  const policies = new PolicyScheduler(new PolicyRepo(db), nodes);
+  const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, logger });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
+  policies.start();
   return {
     app,
     url,
     orchestrator,
     nodes,
+    policies,
     recovered,
     close: async () => {
       nodes.stopHealthChecks();
+      await policies.stop();
       await app.close();
       await orchestrator.drain();
       db.close();

@@ -1,4 +1,4 @@
-/** The controller's HTTP API: nodes, migrations and their event streams. Thin routes over the registry and orchestrator. */
+/** The controller's HTTP API: nodes, migrations and their event streams, checkpoint policies. Thin routes over the registry and orchestrator. */
 import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
 import { createBaseApi } from '../../../agent/src/api/base.js';
@@ -6,16 +6,25 @@ import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { Orchestrator } from '../migration/orchestrator.js';
 import { isFinished, type MigrationEvent, type MigrationRequest } from '../migration/types.js';
 import type { NodeRegistry } from '../nodes.js';
+import type { PolicyScheduler } from '../policy/scheduler.js';
+import { registerPolicyRoutes } from './policy-routes.js';
 import { routes, sharedSchemas } from './schemas.js';
 
 export interface ControllerApiOptions {
   orchestrator: Orchestrator;
   nodes: NodeRegistry;
+  policies: PolicyScheduler;
   token: string;
   logger?: boolean;
 }
 
-export async function buildControllerApi({ orchestrator, nodes, token, logger = false }: ControllerApiOptions): Promise<FastifyInstance> {
+export async function buildControllerApi({
+  orchestrator,
+  nodes,
+  policies,
+  token,
+  logger = false,
+}: ControllerApiOptions): Promise<FastifyInstance> {
   const app = await createBaseApi({
     what: 'controller',
     token,
@@ -74,5 +83,6 @@ export async function buildControllerApi({ orchestrator, nodes, token, logger = 
     for (const e of orchestrator.events(id, last)) send(e);
     if (isFinished(orchestrator.get(id)) && !res.writableEnded) res.end();
   });
+  registerPolicyRoutes(app, policies);
   return app;
 }

@@ -43,6 +43,35 @@ const MIGRATIONS: string[] = [
    );`,
   // A node reached over SSH for transfers between agents (agent/src/ssh-tunnel.ts): JSON SshRoute.
   `ALTER TABLE nodes ADD COLUMN ssh TEXT;`,
+  // Checkpoint policies (controller/src/policy): the document, its status, when it runs next, its runs and
+  // the checkpoints they took. A checkpoint row is written (pending) before the agent is asked, so a
+  // controller that dies mid-run finds out on restart whether the checkpoint exists.
+  `CREATE TABLE policies (
+     name TEXT PRIMARY KEY,
+     document TEXT NOT NULL,
+     status TEXT NOT NULL,
+     generation INTEGER NOT NULL,
+     next_run_at TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE TABLE policy_runs (
+     id TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     status TEXT NOT NULL,
+     record TEXT NOT NULL,
+     started_at TEXT NOT NULL
+   );
+   CREATE INDEX policy_runs_by_policy ON policy_runs (policy, started_at);
+   CREATE TABLE policy_checkpoints (
+     id TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     container_key TEXT NOT NULL,
+     state TEXT NOT NULL,
+     record TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE INDEX policy_checkpoints_by_container ON policy_checkpoints (policy, container_key, state);`,
 ];
 
 export function openDatabase(file: string): Db {

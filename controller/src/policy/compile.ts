@@ -1,0 +1,87 @@
+/**
+ * A policy spec as the scheduler uses it: durations in ms, sizes in bytes, and the checks a JSON schema
+ * cannot express (min <= max). Every error names the field as written in the document.
+ */
+import { FerryError } from '../../../agent/src/errors.js';
+import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
+import type { PolicySelector, PolicySpec } from './types.js';
+import { parseDuration, parseSize } from './units.js';
+
+export type CompiledSchedule =
+  | { kind: 'every'; everyMs: number }
+  | { kind: 'adaptive'; mtbfMs: number; minMs: number; maxMs: number; formula: 'young' | 'daly' };
+
+export interface CompiledPolicy {
+  schedule: CompiledSchedule;
+  retention: { keepLast?: number; maxAgeMs?: number; maxBytes?: number };
+  leaveRunning: boolean;
+  suspend: boolean;
+}
+
+/** The shortest interval a policy may ask for: below it, checkpoints of one container would queue up. */
+export const MIN_INTERVAL_MS = 1_000;
+
+export function compilePolicy(spec: PolicySpec): CompiledPolicy {
+  if (spec.coordinated) {
+    throw new FerryError('unsupported', 'spec.coordinated: coordinated (consistent-cut) policies are not implemented yet', {
+      hint: 'leave coordinated out (each container is checkpointed on its own) until a release that has them',
+      details: { field: 'spec.coordinated' },
+    });
+  }
+  if (!spec.selector.names && !spec.selector.labels) {
+    // A policy that names nothing would checkpoint every container on every node.
+    throw new FerryError('bad_request', 'spec.selector: say which containers, by names or by labels (or both)', {
+      details: { field: 'spec.selector' },
+    });
+  }
+  const s = spec.schedule;
+  let schedule: CompiledSchedule;
+  if ('every' in s) {
+    schedule = { kind: 'every', everyMs: atLeastMinimum(parseDuration(s.every, 'spec.schedule.every'), 'spec.schedule.every') };
+  } else {
+    const a = s.adaptive;
+    const minMs = atLeastMinimum(parseDuration(a.min, 'spec.schedule.adaptive.min'), 'spec.schedule.adaptive.min');
+    const maxMs = parseDuration(a.max, 'spec.schedule.adaptive.max');
+    if (maxMs < minMs) {
+      throw new FerryError('bad_request', `spec.schedule.adaptive.max (${a.max}) is shorter than min (${a.min})`, {
+        details: { field: 'spec.schedule.adaptive.max' },
+      });
+    }
+    const mtbfMs = parseDuration(a.mtbf, 'spec.schedule.adaptive.mtbf');
+    if (mtbfMs <= 0)
+      throw new FerryError('bad_request', 'spec.schedule.adaptive.mtbf must be positive', {
+        details: { field: 'spec.schedule.adaptive.mtbf' },
+      });
+    schedule = { kind: 'adaptive', mtbfMs, minMs, maxMs, formula: a.formula ?? 'daly' };
+  }
+  const r = spec.retention ?? {};
+  return {
+    schedule,
+    retention: {
+      ...(r.keepLast !== undefined ? { keepLast: r.keepLast } : {}),
+      ...(r.maxAge !== undefined ? { maxAgeMs: parseDuration(r.maxAge, 'spec.retention.maxAge') } : {}),
+      ...(r.maxBytes !== undefined ? { maxBytes: parseSize(r.maxBytes, 'spec.retention.maxBytes') } : {}),
+    },
+    leaveRunning: spec.leaveRunning ?? true,
+    suspend: spec.suspend ?? false,
+  };
+}
+
+function atLeastMinimum(ms: number, field: string): number {
+  if (ms < MIN_INTERVAL_MS) {
+    throw new FerryError('bad_request', `${field} is ${ms} ms; the shortest interval is ${MIN_INTERVAL_MS} ms`, { details: { field } });
+  }
+  return ms;
+}
+
+const globToRegExp = (glob: string) => new RegExp(`^${glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*')}$`);
+
+/** Whether a running container on `node` is one the selector protects. */
+export function selects(selector: PolicySelector, node: string, c: ContainerInfo): boolean {
+  if (c.state !== 'running') return false;
+  if (selector.nodes && !selector.nodes.includes(node)) return false;
+  if (selector.runtime && selector.runtime !== c.runtime) return false;
+  if (selector.names && !selector.names.some((n) => globToRegExp(n).test(c.name))) return false;
+  if (selector.labels && !Object.entries(selector.labels).every(([k, v]) => c.labels?.[k] === v)) return false;
+  return true;
+}

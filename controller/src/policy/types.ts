@@ -1,0 +1,113 @@
+/**
+ * A CheckpointPolicy: which containers to protect, how often, how many checkpoints to keep. The same
+ * document (apiVersion/kind/metadata/spec) is a YAML file in standalone mode and a custom resource in
+ * Kubernetes mode, so a policy moves between the two unchanged.
+ */
+import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
+
+export const POLICY_API_VERSION = 'ferry.dev/v1alpha1';
+export const POLICY_KIND = 'CheckpointPolicy';
+
+export interface PolicySelector {
+  /** Container names; `*` matches any run of characters. */
+  names?: string[];
+  /** All of these labels (podman/docker labels, runc bundle annotations) must match. */
+  labels?: Record<string, string>;
+  /** Only containers on these nodes; all registered nodes when absent. */
+  nodes?: string[];
+  runtime?: RuntimeName;
+  /** Kubernetes mode: the pods' namespace. */
+  namespace?: string;
+}
+
+export type Schedule = { every: string } | { adaptive: { mtbf: string; min: string; max: string; formula?: 'young' | 'daly' } };
+
+export interface Retention {
+  keepLast?: number;
+  maxAge?: string;
+  maxBytes?: string | number;
+}
+
+export interface PolicySpec {
+  selector: PolicySelector;
+  schedule: Schedule;
+  /** Pre-dump chains: a full checkpoint every `fullEvery` runs, memory deltas between (needs dirty tracking). */
+  incremental?: { fullEvery: number };
+  retention?: Retention;
+  /** One consistent cut of all selected containers (freeze all, dump all, resume all). */
+  coordinated?: boolean;
+  /** Keep the container running after each checkpoint (default). */
+  leaveRunning?: boolean;
+  suspend?: boolean;
+}
+
+export interface PolicyDocument {
+  apiVersion?: typeof POLICY_API_VERSION;
+  kind?: typeof POLICY_KIND;
+  metadata: { name: string };
+  spec: PolicySpec;
+}
+
+export interface PolicyError {
+  code: string;
+  message: string;
+  at: string;
+}
+
+export interface PolicyStatus {
+  phase: 'Active' | 'Suspended' | 'Failing';
+  lastRunAt?: string;
+  nextRunAt?: string;
+  lastSuccessAt?: string;
+  lastError?: PolicyError;
+  consecutiveFailures: number;
+  /** The interval in force and why: fixed, or the adaptive formula with its inputs. */
+  interval: { ms: number; reason: string; costMs?: number; mtbfMs?: number };
+  /** Measured on the last successful run: CRIU's frozen time and the whole checkpoint call, in ms (max over containers). */
+  cost?: { frozenMs: number; totalMs: number };
+  /** Containers the last run selected. */
+  containers: number;
+  /** Checkpoints kept now. */
+  checkpoints: number;
+  incremental: string;
+}
+
+export interface Policy extends PolicyDocument {
+  apiVersion: typeof POLICY_API_VERSION;
+  kind: typeof POLICY_KIND;
+  metadata: { name: string; generation: number; createdAt: string; updatedAt: string };
+  status: PolicyStatus;
+}
+
+/** One checkpoint a policy took, wherever it is kept. */
+export interface PolicyCheckpoint {
+  id: string;
+  policy: string;
+  runId: string;
+  node: string;
+  runtime: RuntimeName;
+  containerId: string;
+  containerName: string;
+  parent?: string;
+  /** pending: asked for and journaled; complete: on the node, verified by the agent's store. */
+  state: 'pending' | 'complete' | 'failed' | 'deleted';
+  createdAt: string;
+  bytes?: number;
+  frozenMs?: number;
+  totalMs?: number;
+  error?: PolicyError;
+}
+
+export interface PolicyRun {
+  id: string;
+  policy: string;
+  status: 'running' | 'succeeded' | 'partial' | 'failed' | 'interrupted' | 'skipped';
+  startedAt: string;
+  finishedAt?: string;
+  /** Why it ran: on schedule, asked for, or a run lost to a controller restart. */
+  trigger: 'schedule' | 'manual' | 'recovery';
+  checkpoints: string[];
+  deleted: string[];
+  message?: string;
+  error?: PolicyError;
+}

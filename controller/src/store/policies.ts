@@ -1,0 +1,103 @@
+/** Policies, their runs and the checkpoints they took, in the embedded store. Records are JSON; the columns are for queries. */
+import type { Policy, PolicyCheckpoint, PolicyRun } from '../policy/types.js';
+import type { Db } from './db.js';
+
+/** The identity a policy's checkpoints are kept by: the same container keeps its history when it moves node. */
+export const policyContainerKey = (c: Pick<PolicyCheckpoint, 'runtime' | 'containerName'>) => `${c.runtime}/${c.containerName}`;
+
+export class PolicyRepo {
+  constructor(private readonly db: Db) {}
+
+  save(p: Policy, nextRunAt: string | undefined): void {
+    this.db
+      .prepare(
+        `INSERT INTO policies (name, document, status, generation, next_run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET document = excluded.document, status = excluded.status, generation = excluded.generation,
+           next_run_at = excluded.next_run_at, updated_at = excluded.updated_at`,
+      )
+      .run(
+        p.metadata.name,
+        JSON.stringify(p),
+        JSON.stringify(p.status),
+        p.metadata.generation,
+        nextRunAt ?? null,
+        p.metadata.createdAt,
+        p.metadata.updatedAt,
+      );
+  }
+
+  get(name: string): Policy | undefined {
+    const row = this.db.prepare('SELECT document, status FROM policies WHERE name = ?').get(name) as
+      | { document: string; status: string }
+      | undefined;
+    return row ? { ...(JSON.parse(row.document) as Policy), status: JSON.parse(row.status) } : undefined;
+  }
+
+  list(): Policy[] {
+    const rows = this.db.prepare('SELECT document, status FROM policies ORDER BY name').all() as { document: string; status: string }[];
+    return rows.map((r) => ({ ...(JSON.parse(r.document) as Policy), status: JSON.parse(r.status) }));
+  }
+
+  nextRunAt(name: string): string | undefined {
+    const row = this.db.prepare('SELECT next_run_at FROM policies WHERE name = ?').get(name) as { next_run_at: string | null } | undefined;
+    return row?.next_run_at ?? undefined;
+  }
+
+  remove(name: string): boolean {
+    return this.db.prepare('DELETE FROM policies WHERE name = ?').run(name).changes > 0;
+  }
+
+  /** Records that a run starts and when the next one is due, in one transaction: a restart neither repeats nor skips it. */
+  startRun(run: PolicyRun, p: Policy, nextRunAt: string | undefined): void {
+    this.db.transaction(() => {
+      this.saveRun(run);
+      this.save(p, nextRunAt);
+    })();
+  }
+
+  saveRun(run: PolicyRun): void {
+    this.db
+      .prepare(
+        `INSERT INTO policy_runs (id, policy, status, record, started_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record`,
+      )
+      .run(run.id, run.policy, run.status, JSON.stringify(run), run.startedAt);
+  }
+
+  runs(policy: string, limit = 50): PolicyRun[] {
+    const rows = this.db.prepare('SELECT record FROM policy_runs WHERE policy = ? ORDER BY started_at DESC LIMIT ?').all(policy, limit) as {
+      record: string;
+    }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyRun);
+  }
+
+  unfinishedRuns(): PolicyRun[] {
+    const rows = this.db.prepare("SELECT record FROM policy_runs WHERE status = 'running'").all() as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyRun);
+  }
+
+  saveCheckpoint(c: PolicyCheckpoint): void {
+    this.db
+      .prepare(
+        `INSERT INTO policy_checkpoints (id, policy, container_key, state, record, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`,
+      )
+      .run(c.id, c.policy, policyContainerKey(c), c.state, JSON.stringify(c), c.createdAt);
+  }
+
+  /** A policy's checkpoints in the given states, oldest first; of one container when `containerKey` is given. */
+  checkpoints(policy: string, states: PolicyCheckpoint['state'][], containerKey?: string): PolicyCheckpoint[] {
+    const marks = states.map(() => '?').join(', ');
+    const rows = this.db
+      .prepare(
+        `SELECT record FROM policy_checkpoints WHERE policy = ? AND state IN (${marks}) ${containerKey ? 'AND container_key = ?' : ''} ORDER BY created_at`,
+      )
+      .all(policy, ...states, ...(containerKey ? [containerKey] : [])) as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
+  }
+
+  pendingCheckpoints(): PolicyCheckpoint[] {
+    const rows = this.db.prepare("SELECT record FROM policy_checkpoints WHERE state = 'pending'").all() as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
+  }
+}

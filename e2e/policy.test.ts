@@ -1,0 +1,167 @@
+/**
+ * Checkpoint policies against real agents, CRIU and runc on two network-namespace nodes: a policy that
+ * checkpoints a counting container every 2 s and keeps 3 ends up with exactly 3 checkpoints, on the node
+ * and in the controller's record, each of which restores to the count the container had when it was taken;
+ * a bad policy file is refused with the field named; a restarted controller neither repeats nor loses runs.
+ */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { PolicyDocument, PolicyRun } from '../controller/src/policy/types.js';
+import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { runcCount, runcRemove, startCounting } from './support/runc.js';
+import { scaled } from './support/time.js';
+import { waitFor } from './support/workload.js';
+
+const run = promisify(execFile);
+const FERRY = fileURLToPath(new URL('../bin/ferry.js', import.meta.url));
+const INTERVAL_MS = 2_000;
+let cluster: TestCluster;
+let scratch: string;
+const containers: { id: string; root: string }[] = [];
+const tag = `p${process.pid % 100000}`;
+
+test.before(async () => {
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-policy-'));
+  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['runc'], subnet: `10.85.${process.pid % 250}.0/24` });
+});
+
+test.after.always(async () => {
+  for (const { id, root } of containers) await runcRemove(id, root);
+  await cluster?.destroy();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+const policyOf = (name: string, container: string, spec: Partial<PolicyDocument['spec']> = {}): PolicyDocument => ({
+  apiVersion: 'ferry.dev/v1alpha1',
+  kind: 'CheckpointPolicy',
+  metadata: { name },
+  spec: { selector: { names: [container], runtime: 'runc' }, schedule: { every: `${INTERVAL_MS / 1000}s` }, ...spec },
+});
+
+const finishedRuns = async (name: string): Promise<PolicyRun[]> =>
+  (await cluster.client().policyRuns(name)).filter((r) => r.status !== 'running');
+
+test.serial('every 2s, keepLast 3: exactly three checkpoints remain, each restoring to the count of its time', async (t) => {
+  const id = `pol-count-${process.pid}`;
+  const root = cluster.node('a').runcRoot;
+  containers.push({ id, root });
+  const startCount = await startCounting(id, scratch, root);
+  const startedAt = Date.now();
+  await cluster.client().applyPolicy(policyOf('count', id, { retention: { keepLast: 3 } }));
+
+  const runs = await waitFor(
+    () => finishedRuns('count'),
+    (rs) => rs.filter((r) => r.status === 'succeeded').length >= 5,
+    { timeoutMs: scaled(60_000), everyMs: 200, what: 'five successful policy runs' },
+  );
+  t.true(
+    runs.every((r) => r.status === 'succeeded'),
+    JSON.stringify(runs.filter((r) => r.status !== 'succeeded')),
+  );
+  t.true(
+    runs.every((r) => r.checkpoints.length === 1),
+    'one container selected, one checkpoint per run',
+  );
+  // The rate of the live counter, to place each checkpoint's count in time.
+  const endCount = await runcCount(id, root);
+  const rate = (endCount - startCount) / (Date.now() - startedAt);
+
+  const p = await cluster.client().policy('count');
+  t.is(p.status.phase, 'Active');
+  t.is(p.status.containers, 1);
+  t.true((p.status.cost?.frozenMs ?? 0) > 0, 'the cost comes from CRIU figures');
+  const kept = await cluster.client().policyCheckpoints('count');
+  t.is(kept.length, 3, JSON.stringify(kept.map((c) => c.id)));
+  t.true(kept.every((c) => c.state === 'complete' && c.node === 'a'));
+  // Retention deleted the rest on the node itself, not only in the controller's record.
+  const onNode = (await cluster.node('a').agent.checkpoints()).filter((m) => m.id.startsWith('count-')).map((m) => m.id);
+  t.deepEqual(onNode.sort(), kept.map((c) => c.id).sort());
+  const runsSoFar = await finishedRuns('count');
+  t.true(runsSoFar.reduce((n, r) => n + r.deleted.length, 0) >= 2, 'retention deleted the older ones');
+
+  let previous = 0;
+  for (const c of kept) {
+    const copy = `${c.id}-r`;
+    containers.push({ id: copy, root });
+    await cluster.node('a').agent.restore(c.id, { name: copy });
+    const restored = await runcCount(copy, root);
+    const expected = startCount + rate * (Date.parse(c.createdAt) - startedAt);
+    t.true(
+      Math.abs(restored - expected) <= rate * INTERVAL_MS,
+      `${c.id} taken at ${c.createdAt} restored to ${restored}; the live counter was at about ${Math.round(expected)} then (${(rate * 1000).toFixed(1)}/s)`,
+    );
+    t.true(restored > previous, 'later checkpoints hold later counts');
+    previous = restored;
+    await runcRemove(copy, root);
+  }
+  const removed = await cluster.client().deletePolicy('count');
+  t.deepEqual(removed.left, []);
+  t.is(removed.deleted.length, 3);
+  t.deepEqual(
+    (await cluster.node('a').agent.checkpoints()).filter((m) => m.id.startsWith('count-')),
+    [],
+  );
+});
+
+test.serial('a bad policy file is refused naming the field; a missing policy is 404', async (t) => {
+  const file = path.join(scratch, 'bad.yaml');
+  await writeFile(file, 'kind: CheckpointPolicy\nmetadata: {name: bad}\nspec:\n  selector: {names: [x]}\n  schedule: {every: 200ms}\n');
+  const env = { ...process.env, FERRY_CONTROLLER_TOKEN: cluster.controllerToken };
+  const controllerUrl = cluster.client().url;
+  const err = await run(process.execPath, [FERRY, '--controller', controllerUrl, 'policy', 'apply', '-f', file], { env }).then(
+    () => undefined,
+    (e: { stderr: string }) => e,
+  );
+  t.truthy(err, 'apply of a 200 ms interval must fail');
+  t.regex(err?.stderr ?? '', /spec\.schedule\.every/);
+  await writeFile(file, 'metadata: {name: bad}\nspec:\n  selector: {names: [x]\n');
+  const syntax = await run(process.execPath, [FERRY, '--controller', controllerUrl, 'policy', 'apply', '-f', file], { env }).then(
+    () => undefined,
+    (e: { stderr: string }) => e,
+  );
+  t.regex(syntax?.stderr ?? '', /bad\.yaml:\d+/, 'a YAML error names the file and line');
+  const missing = await cluster
+    .client()
+    .policy('nope')
+    .catch((e: { code?: string }) => e);
+  t.is((missing as { code?: string }).code, 'not_found');
+});
+
+test.serial('a controller restarted between runs neither repeats a run nor loses the next one', async (t) => {
+  const id = `pol-restart-${process.pid}`;
+  const root = cluster.node('b').runcRoot;
+  containers.push({ id, root });
+  await startCounting(id, scratch, root);
+  await cluster.client().applyPolicy(policyOf('restart', id, { retention: { keepLast: 10 } }));
+  await waitFor(
+    () => finishedRuns('restart'),
+    (rs) => rs.length >= 2,
+    { timeoutMs: scaled(30_000), everyMs: 100, what: 'two runs' },
+  );
+  await cluster.killController();
+  await cluster.startController();
+  const runs = await waitFor(
+    () => finishedRuns('restart'),
+    (rs) => rs.length >= 4,
+    { timeoutMs: scaled(30_000), everyMs: 100, what: 'runs after the restart' },
+  );
+  const starts = runs.map((r) => Date.parse(r.startedAt)).sort((a, b) => a - b);
+  const gaps = starts.slice(1).map((s, i) => s - (starts[i] as number));
+  // Jitter only ever delays (up to 10%); a repeated run would start well inside one interval of the previous.
+  t.true(
+    gaps.every((g) => g >= INTERVAL_MS * 0.9 || runs.some((r) => r.trigger === 'recovery')),
+    `gaps ${gaps.join(', ')} ms`,
+  );
+  const kept = await cluster.client().policyCheckpoints('restart');
+  t.true(
+    kept.every((c) => c.state === 'complete'),
+    'a checkpoint asked for before the kill is settled on restart',
+  );
+  t.is(new Set(kept.map((c) => c.id)).size, kept.length);
+  await cluster.client().deletePolicy('restart');
+});
