@@ -2,7 +2,9 @@
  * Checkpoint policies against real agents, CRIU and runc on two network-namespace nodes: a policy that
  * checkpoints a counting container every 2 s and keeps 3 ends up with exactly 3 checkpoints, on the node
  * and in the controller's record, each of which restores to the count the container had when it was taken;
- * a bad policy file is refused with the field named; a restarted controller neither repeats nor loses runs.
+ * a bad policy file is refused with the field named; a restarted controller neither repeats nor loses runs;
+ * a node lost (agent killed, link cut) has its container restored on the node holding a copy, and when it
+ * comes back its own copy is stopped, so that exactly one runs.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -13,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { PolicyDocument, PolicyRun } from '../controller/src/policy/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { runcCount, runcRemove, startCounting } from './support/runc.js';
+import { runcCount, runcRemove, runcState, startCounting } from './support/runc.js';
 import { scaled } from './support/time.js';
 import { waitFor } from './support/workload.js';
 
@@ -27,7 +29,12 @@ const tag = `p${process.pid % 100000}`;
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-policy-'));
-  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['runc'], subnet: `10.85.${process.pid % 250}.0/24` });
+  cluster = await startTestCluster(tag, ['a', 'b'], {
+    runtimes: ['runc'],
+    subnet: `10.85.${process.pid % 250}.0/24`,
+    // A lost node is noticed within a health check: quick ones keep the recovery test short.
+    controllerArgs: ['--health-check', String(scaled(1_000))],
+  });
 });
 
 test.after.always(async () => {
@@ -164,4 +171,53 @@ test.serial('a controller restarted between runs neither repeats a run nor loses
   );
   t.is(new Set(kept.map((c) => c.id)).size, kept.length);
   await cluster.client().deletePolicy('restart');
+});
+
+test.serial('a lost node: its container is restored from the latest copy on b, and fenced on a when a returns', async (t) => {
+  const id = `pol-lost-${process.pid}`;
+  const rootA = cluster.node('a').runcRoot;
+  const rootB = cluster.node('b').runcRoot;
+  containers.push({ id, root: rootA }, { id, root: rootB });
+  await startCounting(id, scratch, rootA);
+  await cluster
+    .client()
+    .applyPolicy(policyOf('lost', id, { retention: { keepLast: 3 }, storage: { replicas: 1 }, recovery: { after: '3s' } }));
+  await waitFor(
+    () => cluster.client().policyCheckpoints('lost'),
+    (cs) => cs.filter((c) => c.state === 'complete' && c.copies?.includes('b')).length >= 2,
+    { timeoutMs: scaled(30_000), everyMs: 100, what: 'two checkpoints copied to b' },
+  );
+  const before = await runcCount(id, rootA);
+  const lostAt = Date.now();
+  await cluster.killAgent('a');
+  await cluster.net.cut('a');
+  const [recovery] = await waitFor(
+    () => cluster.client().policyRecoveries('lost'),
+    (rs) => rs.some((r) => r.status === 'restored'),
+    { timeoutMs: scaled(40_000), everyMs: 200, what: 'the container restored on b' },
+  );
+  t.is(recovery?.targetNode, 'b');
+  t.is(recovery?.lostNode, 'a');
+  t.is(recovery?.fence, 'pending', 'a cannot be told yet');
+  const latest = (await cluster.client().policyCheckpoints('lost')).filter((c) => c.containerName === id).at(-1);
+  t.is(recovery?.checkpoint, latest?.id, 'restored from the latest checkpoint');
+  t.true((recovery?.lostWorkMs ?? -1) >= 0 && (recovery?.lostWorkMs ?? Infinity) < Date.now() - lostAt + INTERVAL_MS * 2);
+  t.is(await runcState(id, rootB), 'running');
+  const onB = await runcCount(id, rootB);
+  // From memory, not from scratch: within two intervals of where it was when a was lost.
+  t.true(onB > 10 && onB >= before - (INTERVAL_MS * 2) / 50, `count ${onB} on b, ${before} on a when it was lost`);
+  t.is(await runcState(id, rootA), 'running', 'a partitioned node keeps running its copy until it hears from the controller');
+
+  await cluster.net.heal('a');
+  await cluster.startAgent('a');
+  await waitFor(
+    () => cluster.client().policyRecoveries('lost'),
+    (rs) => rs.every((r) => r.fence !== 'pending'),
+    { timeoutMs: scaled(30_000), everyMs: 200, what: 'the copy on a fenced' },
+  );
+  t.is(await runcState(id, rootA), undefined, 'stopped and removed on a');
+  t.is(await runcState(id, rootB), 'running', 'and still running on b');
+  const after = await runcCount(id, rootB);
+  t.true(after > onB, 'b keeps counting');
+  await cluster.client().deletePolicy('lost');
 });

@@ -86,13 +86,20 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .option('--database <file>', 'SQLite file (default /var/lib/ferry/controller.db, $FERRY_CONTROLLER_DB)')
     .option('--agent-timeout <ms>', 'limit of quick calls to agents (probe, list, delete)', positiveInt('--agent-timeout'), 15_000)
     .option('--agent-long-timeout <ms>', 'limit of checkpoint, restore and transfer calls', positiveInt('--agent-long-timeout'), 1_800_000)
-    .action(async (opts: { listen?: string; database?: string; agentTimeout: number; agentLongTimeout: number }) => {
+    .option(
+      '--health-check <ms>',
+      'how often agents are probed (a lost node is noticed within this)',
+      positiveInt('--health-check'),
+      10_000,
+    )
+    .action(async (opts: { listen?: string; database?: string; agentTimeout: number; agentLongTimeout: number; healthCheck: number }) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
       const cfg = controllerConfig({
         ...(opts.listen ? { listen: opts.listen } : {}),
         ...(opts.database ? { database: opts.database } : {}),
         ...(controllerToken ? { token: controllerToken } : {}),
         agentTimeouts: { quickMs: opts.agentTimeout, longMs: opts.agentLongTimeout },
+        healthCheckMs: opts.healthCheck,
       });
       const c = await startController(cfg, !ctx.json());
       console.error(

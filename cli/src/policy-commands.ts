@@ -116,12 +116,13 @@ export function addPolicyCommands(program: Command, ctx: CliContext): void {
     .command('describe <name>')
     .description("a policy's status, its recent runs and the checkpoints it keeps")
     .action(async (name: string) => {
-      const [p, runs, checkpoints] = await Promise.all([
+      const [p, runs, checkpoints, recoveries] = await Promise.all([
         client().policy(name),
         client().policyRuns(name),
         client().policyCheckpoints(name),
+        client().policyRecoveries(name),
       ]);
-      ctx.print({ policy: p, runs, checkpoints }, () =>
+      ctx.print({ policy: p, runs, checkpoints, recoveries }, () =>
         [
           policySummary(p),
           '',
@@ -130,9 +131,35 @@ export function addPolicyCommands(program: Command, ctx: CliContext): void {
           '',
           'checkpoints kept:',
           table(
-            ['ID', 'CONTAINER', 'NODE', 'TAKEN', 'SIZE', 'FROZEN', 'STATE'],
-            checkpoints.map((c) => [c.id, c.containerName, c.node, when(c.createdAt), bytes(c.bytes), ms(c.frozenMs), c.state]),
+            ['ID', 'CONTAINER', 'NODES', 'TAKEN', 'SIZE', 'FROZEN', 'STATE'],
+            checkpoints.map((c) => [
+              c.id,
+              c.containerName,
+              [c.node, ...(c.copies ?? [])].join(','),
+              when(c.createdAt),
+              bytes(c.bytes),
+              ms(c.frozenMs),
+              c.state,
+            ]),
           ),
+          ...(recoveries.length
+            ? [
+                '',
+                'recoveries after a lost node:',
+                table(
+                  ['CONTAINER', 'LOST NODE', 'RESTORED ON', 'FROM', 'WORK LOST', 'FENCE', 'ERROR'],
+                  recoveries.map((r) => [
+                    r.containerName,
+                    r.lostNode,
+                    r.targetNode,
+                    r.checkpoint,
+                    ms(r.lostWorkMs),
+                    r.fence,
+                    r.error?.message,
+                  ]),
+                ),
+              ]
+            : []),
         ].join('\n'),
       );
     });

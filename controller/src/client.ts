@@ -4,7 +4,7 @@ import { ApiClient } from '../../agent/src/api-client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import type { MigrationEvent, MigrationRecord, MigrationRequest } from './migration/types.js';
 import type { PublicNode } from './nodes.js';
-import type { Policy, PolicyCheckpoint, PolicyDocument, PolicyRun } from './policy/types.js';
+import type { Policy, PolicyCheckpoint, PolicyDocument, PolicyRecovery, PolicyRun } from './policy/types.js';
 
 export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
   Partial<Omit<MigrationRequest, 'container' | 'targetNode'>>;
@@ -60,6 +60,9 @@ export class ControllerClient extends ApiClient {
   }
   async policyCheckpoints(name: string): Promise<PolicyCheckpoint[]> {
     return (await this.json<{ checkpoints: PolicyCheckpoint[] }>('GET', `/policies/${encodeURIComponent(name)}/checkpoints`)).checkpoints;
+  }
+  async policyRecoveries(name: string): Promise<PolicyRecovery[]> {
+    return (await this.json<{ recoveries: PolicyRecovery[] }>('GET', `/policies/${encodeURIComponent(name)}/recoveries`)).recoveries;
   }
 
   /** The migration's server-sent events, from the first, until it finishes. */

@@ -8,6 +8,7 @@ import { type Db, openDatabase } from './store/db.js';
 import { MigrationRepo } from './store/migrations.js';
 import { NodeRepo } from './store/nodes.js';
 import { PolicyRepo } from './store/policies.js';
+import { PolicyPlacement } from './policy/recovery.js';
 import { PolicyScheduler } from './policy/scheduler.js';
 
 export interface RunningController {
@@ -26,7 +27,10 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const nodes = new NodeRegistry(new NodeRepo(db), cfg.agentTimeouts);
   const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
   const recovered = orchestrator.recover();
-  const policies = new PolicyScheduler(new PolicyRepo(db), nodes);
+  const policyRepo = new PolicyRepo(db);
+  const placement = new PolicyPlacement(policyRepo, nodes);
+  const policies = new PolicyScheduler(policyRepo, nodes, placement);
+  nodes.onChecked(() => placement.afterHealthCheck());
   const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, logger });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
@@ -39,7 +43,7 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
     policies,
     recovered,
     close: async () => {
-      nodes.stopHealthChecks();
+      await nodes.stopHealthChecks();
       await policies.stop();
       await app.close();
       await orchestrator.drain();

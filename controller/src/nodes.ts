@@ -6,12 +6,16 @@ import type { ClientTimeouts } from '../../agent/src/api-client.js';
 import { AgentClient } from '../../agent/src/client.js';
 import { FerryError, isFerryError } from '../../agent/src/errors.js';
 import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
+import type { Peer } from '../../agent/src/transfer.js';
 import type { NodeRecord, NodeRepo } from './store/nodes.js';
 
 export type PublicNode = Omit<NodeRecord, 'token'>;
 
 export class NodeRegistry {
   private timer: NodeJS.Timeout | undefined;
+  private readonly checkedListeners: (() => Promise<void>)[] = [];
+  private checking = false;
+  private round: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly repo: NodeRepo,
@@ -48,6 +52,17 @@ export class NodeRegistry {
     return new AgentClient(node.url, node.token, { timeouts: this.timeouts });
   }
 
+  /** How another agent sends checkpoints to this node: its URL and token, through SSH when registered so. */
+  peer(name: string): Peer {
+    const node = this.get(name);
+    return { url: node.url, token: node.token, ...(node.ssh ? { ssh: node.ssh } : {}) };
+  }
+
+  /** Called after each round of health checks (recovery of lost nodes' workloads, fencing of returning ones). */
+  onChecked(listener: () => Promise<void>): void {
+    this.checkedListeners.push(listener);
+  }
+
   list(): PublicNode[] {
     return this.repo.list().map(withoutToken);
   }
@@ -67,17 +82,31 @@ export class NodeRegistry {
         }
       }),
     );
+    for (const listener of this.checkedListeners) await listener().catch(() => undefined);
   }
 
+  /**
+   * Rounds never overlap: the next is scheduled when one ends, because a round's listeners may restore
+   * containers, and two rounds recovering the same lost node would restore them twice.
+   */
   startHealthChecks(everyMs: number): void {
-    this.stopHealthChecks();
-    this.timer = setInterval(() => void this.checkAll(), everyMs);
-    this.timer.unref();
+    if (this.timer) clearTimeout(this.timer);
+    this.checking = true;
+    const next = () => {
+      if (!this.checking) return;
+      this.timer = setTimeout(() => {
+        this.round = this.checkAll().finally(next);
+      }, everyMs);
+      this.timer.unref();
+    };
+    next();
   }
 
-  stopHealthChecks(): void {
-    if (this.timer) clearInterval(this.timer);
+  async stopHealthChecks(): Promise<void> {
+    this.checking = false;
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    await this.round;
   }
 }
 

@@ -55,7 +55,7 @@ export interface TestCluster {
 export async function startTestCluster(
   tag: string,
   names: string[],
-  opts: { runtimes: RuntimeName[]; subnet?: string; agentArgs?: (node: string) => string[] },
+  opts: { runtimes: RuntimeName[]; subnet?: string; agentArgs?: (node: string) => string[]; controllerArgs?: string[] },
 ): Promise<TestCluster> {
   const scratch = await mkdtemp(path.join(os.tmpdir(), `ferry-cluster-${tag}-`));
   const net = await createTestNetwork(tag, names, opts.subnet ? { subnet: opts.subnet } : {});
@@ -95,6 +95,7 @@ export async function startTestCluster(
       String(scaled(3_000)),
       '--agent-long-timeout',
       String(scaled(120_000)),
+      ...(opts.controllerArgs ?? []),
     );
     const proc = await startProcess(argv, { readyLine: /listening on/, timeoutMs: scaled(30_000) });
     const url = /listening on (http:\/\/\S+?);/.exec(proc.output())?.[1];

@@ -44,6 +44,11 @@ export const policyRoutes = {
     params: nameParams,
     response: { 200: list('checkpoints'), ...errors },
   },
+  recoveries: {
+    summary: 'Containers of this policy restored elsewhere after their node was lost: from which checkpoint, work lost, fencing',
+    params: nameParams,
+    response: { 200: list('recoveries'), ...errors },
+  },
 } as const;
 
 export function registerPolicyRoutes(app: FastifyInstance, policies: PolicyScheduler): void {
@@ -67,5 +72,8 @@ export function registerPolicyRoutes(app: FastifyInstance, policies: PolicySched
   }));
   app.get<{ Params: { name: string } }>('/policies/:name/checkpoints', { schema: policyRoutes.checkpoints }, async (req) => ({
     checkpoints: policies.checkpoints(req.params.name),
+  }));
+  app.get<{ Params: { name: string } }>('/policies/:name/recoveries', { schema: policyRoutes.recoveries }, async (req) => ({
+    recoveries: policies.recoveries(req.params.name),
   }));
 }

@@ -207,8 +207,7 @@ export class Orchestrator {
         });
       });
 
-      const targetNode = this.nodes.get(m.target.node);
-      const peer = { url: target.url, token: targetNode.token, ...(targetNode.ssh ? { ssh: targetNode.ssh } : {}) };
+      const peer = this.nodes.peer(m.target.node);
       if (m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid') {
         await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
       }

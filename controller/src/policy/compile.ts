@@ -16,6 +16,9 @@ export interface CompiledPolicy {
   retention: { keepLast?: number; maxAgeMs?: number; maxBytes?: number };
   leaveRunning: boolean;
   suspend: boolean;
+  replicas: number;
+  /** How long a node may be silent before this policy's containers on it are restored elsewhere; absent: never. */
+  recoverAfterMs?: number;
 }
 
 /** The shortest interval a policy may ask for: below it, checkpoints of one container would queue up. */
@@ -55,6 +58,13 @@ export function compilePolicy(spec: PolicySpec): CompiledPolicy {
     schedule = { kind: 'adaptive', mtbfMs, minMs, maxMs, formula: a.formula ?? 'daly' };
   }
   const r = spec.retention ?? {};
+  const replicas = spec.storage?.replicas ?? 0;
+  if (spec.recovery && replicas < 1) {
+    throw new FerryError('bad_request', 'spec.recovery needs spec.storage.replicas >= 1: a lost node takes its own checkpoints with it', {
+      hint: 'set storage: {replicas: 1}',
+      details: { field: 'spec.recovery' },
+    });
+  }
   return {
     schedule,
     retention: {
@@ -64,6 +74,8 @@ export function compilePolicy(spec: PolicySpec): CompiledPolicy {
     },
     leaveRunning: spec.leaveRunning ?? true,
     suspend: spec.suspend ?? false,
+    replicas,
+    ...(spec.recovery ? { recoverAfterMs: parseDuration(spec.recovery.after, 'spec.recovery.after') } : {}),
   };
 }
 

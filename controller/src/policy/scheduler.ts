@@ -13,6 +13,7 @@ import type { NodeRegistry } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
+import type { PolicyPlacement } from './recovery.js';
 import { checkpointsToDelete } from './retention.js';
 import {
   POLICY_API_VERSION,
@@ -21,6 +22,7 @@ import {
   type PolicyCheckpoint,
   type PolicyDocument,
   type PolicyError,
+  type PolicyRecovery,
   type PolicyRun,
   type PolicyStatus,
 } from './types.js';
@@ -57,6 +59,7 @@ export class PolicyScheduler {
   constructor(
     private readonly repo: PolicyRepo,
     private readonly nodes: NodeRegistry,
+    private readonly placement: PolicyPlacement,
     opts: SchedulerOptions = {},
   ) {
     this.jitterFraction = opts.jitterFraction ?? 0.1;
@@ -119,6 +122,11 @@ export class PolicyScheduler {
   checkpoints(name: string): PolicyCheckpoint[] {
     this.get(name);
     return this.repo.checkpoints(name, ['pending', 'complete']);
+  }
+
+  recoveries(name: string): PolicyRecovery[] {
+    this.get(name);
+    return this.repo.recoveries(name);
   }
 
   /** Deletes the policy and, children first, the checkpoints it kept; those an agent could not delete are reported. */
@@ -313,6 +321,8 @@ export class PolicyScheduler {
   private async targets(p: Policy, failures: PolicyError[]): Promise<Target[]> {
     const sel = p.spec.selector;
     const candidates = this.nodes.list().filter((n) => !sel.nodes || sel.nodes.includes(n.name));
+    // A container restored elsewhere after its node was lost is not protected where it is about to be stopped.
+    const fenced = new Set(this.repo.pendingFences().map((r) => `${r.lostNode}/${r.lostContainerId}`));
     const lists = await Promise.all(
       candidates.map(async (n) => {
         if (!n.healthy) {
@@ -323,7 +333,9 @@ export class PolicyScheduler {
         }
         try {
           const containers = await this.nodes.client(n.name).containers(sel.runtime);
-          return containers.filter((c) => selects(sel, n.name, c)).map((container) => ({ node: n.name, container }));
+          return containers
+            .filter((c) => selects(sel, n.name, c) && !fenced.has(`${n.name}/${c.id}`))
+            .map((container) => ({ node: n.name, container }));
         } catch (err) {
           failures.push(asPolicyError(err, `listing containers on ${n.name}`));
           return [];
@@ -369,7 +381,8 @@ export class PolicyScheduler {
         totalMs: Math.round(performance.now() - t0),
         ...(m.stats ? { frozenMs: m.stats.frozenTimeMs } : {}),
       });
-      return { checkpoint: c };
+      const copyError = await this.replicate(c, compiled.replicas);
+      return { checkpoint: c, ...(copyError ? { error: copyError } : {}) };
     } catch (err) {
       c.state = 'failed';
       c.error = asPolicyError(err, `checkpointing ${c.containerName} on ${c.node}`);
@@ -378,6 +391,29 @@ export class PolicyScheduler {
       this.repo.saveCheckpoint(c);
       this.busy.delete(key);
     }
+  }
+
+  /** Copies a fresh checkpoint to other nodes; the checkpoint counts, a missing copy is this run's error. */
+  private async replicate(c: PolicyCheckpoint, replicas: number): Promise<PolicyError | undefined> {
+    const targets = this.placement.replicaNodes(c.node, c.runtime, replicas);
+    const copies: string[] = [];
+    let error: PolicyError | undefined;
+    for (const target of targets) {
+      try {
+        await this.nodes.client(c.node).send(c.id, this.nodes.peer(target));
+        copies.push(target);
+      } catch (err) {
+        error = asPolicyError(err, `copying ${c.id} to ${target}`);
+      }
+    }
+    if (copies.length) c.copies = copies;
+    if (!error && copies.length < replicas) {
+      error = policyError(
+        'incompatible_nodes',
+        `${c.id} has ${copies.length} of ${replicas} copies: not enough healthy nodes can restore it`,
+      );
+    }
+    return error;
   }
 
   private async applyRetention(policy: string, compiled: CompiledPolicy, key: string, failures: PolicyError[]): Promise<string[]> {
@@ -397,16 +433,22 @@ export class PolicyScheduler {
     return deleted;
   }
 
-  /** Deletes on the node that holds it; already gone counts as deleted. Returns the error, if any, for the record. */
+  /** Deletes every copy; already gone counts as deleted. Copies that could not be deleted stay on record, to retry. */
   private async deleteCheckpoint(c: PolicyCheckpoint): Promise<PolicyError | undefined> {
-    try {
-      await this.nodes.client(c.node).deleteCheckpoint(c.id);
-    } catch (err) {
-      if (!(isFerryError(err) && err.code === 'checkpoint_not_found'))
-        return asPolicyError(err, `deleting ${c.id} on ${c.node} (retried next run)`);
+    const left: string[] = [];
+    let error: PolicyError | undefined;
+    for (const node of [c.node, ...(c.copies ?? [])]) {
+      try {
+        await this.nodes.client(node).deleteCheckpoint(c.id);
+      } catch (err) {
+        if (isFerryError(err) && err.code === 'checkpoint_not_found') continue;
+        left.push(node);
+        error = asPolicyError(err, `deleting ${c.id} on ${node} (retried next run)`);
+      }
     }
-    this.repo.saveCheckpoint({ ...c, state: 'deleted' });
-    return undefined;
+    const [node, ...copies] = left;
+    this.repo.saveCheckpoint(node ? { ...c, node, copies } : { ...c, state: 'deleted' });
+    return error;
   }
 
   private intervalFor(p: Policy, compiled: CompiledPolicy): PolicyStatus['interval'] {

@@ -68,6 +68,17 @@ export const policySpecSchema = {
         },
       },
     },
+    storage: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { replicas: { type: 'integer', minimum: 0, maximum: 3 } },
+    },
+    recovery: {
+      type: 'object',
+      required: ['after'],
+      additionalProperties: false,
+      properties: { after: duration },
+    },
     coordinated: { type: 'boolean' },
     leaveRunning: { type: 'boolean' },
     suspend: { type: 'boolean' },

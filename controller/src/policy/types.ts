@@ -38,6 +38,10 @@ export interface PolicySpec {
   coordinated?: boolean;
   /** Keep the container running after each checkpoint (default). */
   leaveRunning?: boolean;
+  /** Copies of each checkpoint on other nodes (chosen by capability and load), so that a lost node's workloads can be restored elsewhere. */
+  storage?: { replicas?: number };
+  /** A node silent for `after` has this policy's containers restored from their latest checkpoint on a node holding a copy. */
+  recovery?: { after: string };
   suspend?: boolean;
 }
 
@@ -89,6 +93,8 @@ export interface PolicyCheckpoint {
   containerId: string;
   containerName: string;
   parent?: string;
+  /** Nodes that hold a verified copy besides `node`. */
+  copies?: string[];
   /** pending: asked for and journaled; complete: on the node, verified by the agent's store. */
   state: 'pending' | 'complete' | 'failed' | 'deleted';
   createdAt: string;
@@ -109,5 +115,30 @@ export interface PolicyRun {
   checkpoints: string[];
   deleted: string[];
   message?: string;
+  error?: PolicyError;
+}
+
+/**
+ * A container restored elsewhere because its node was lost. The lost node's copy is fenced (stopped) when
+ * that node answers again, so that exactly one copy runs.
+ */
+export interface PolicyRecovery {
+  id: string;
+  policy: string;
+  runtime: RuntimeName;
+  containerName: string;
+  /** The container as it ran on the lost node, to be stopped there. */
+  lostNode: string;
+  lostContainerId: string;
+  checkpoint: string;
+  checkpointTakenAt: string;
+  targetNode?: string;
+  status: 'restored' | 'failed';
+  at: string;
+  /** Work lost: the time between the checkpoint and the moment the node was declared lost. */
+  lostWorkMs: number;
+  /** none: nothing to stop (the recovery failed, so the lost node's copy is the only one). */
+  fence: 'pending' | 'done' | 'none';
+  fencedAt?: string;
   error?: PolicyError;
 }

@@ -72,6 +72,17 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL
    );
    CREATE INDEX policy_checkpoints_by_container ON policy_checkpoints (policy, container_key, state);`,
+  // Containers restored elsewhere after their node was lost, and whether the lost copy is fenced yet.
+  `CREATE TABLE policy_recoveries (
+     id TEXT PRIMARY KEY,
+     policy TEXT NOT NULL,
+     container_key TEXT NOT NULL,
+     lost_node TEXT NOT NULL,
+     fence TEXT NOT NULL,
+     record TEXT NOT NULL,
+     at TEXT NOT NULL
+   );
+   CREATE INDEX policy_recoveries_by_fence ON policy_recoveries (fence, lost_node);`,
 ];
 
 export function openDatabase(file: string): Db {

@@ -1,5 +1,5 @@
 /** Policies, their runs and the checkpoints they took, in the embedded store. Records are JSON; the columns are for queries. */
-import type { Policy, PolicyCheckpoint, PolicyRun } from '../policy/types.js';
+import type { Policy, PolicyCheckpoint, PolicyRecovery, PolicyRun } from '../policy/types.js';
 import type { Db } from './db.js';
 
 /** The identity a policy's checkpoints are kept by: the same container keeps its history when it moves node. */
@@ -99,5 +99,44 @@ export class PolicyRepo {
   pendingCheckpoints(): PolicyCheckpoint[] {
     const rows = this.db.prepare("SELECT record FROM policy_checkpoints WHERE state = 'pending'").all() as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
+  }
+
+  /** How many kept checkpoint copies each node holds: the load measure for placing new copies. */
+  copiesPerNode(): Map<string, number> {
+    const rows = this.db
+      .prepare(
+        `SELECT copy.value AS node, COUNT(*) AS n FROM policy_checkpoints, json_each(policy_checkpoints.record, '$.copies') AS copy
+         WHERE policy_checkpoints.state = 'complete' GROUP BY copy.value`,
+      )
+      .all() as { node: string; n: number }[];
+    return new Map(rows.map((r) => [r.node, r.n]));
+  }
+
+  saveRecovery(r: PolicyRecovery): void {
+    this.db
+      .prepare(
+        `INSERT INTO policy_recoveries (id, policy, container_key, lost_node, fence, record, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET fence = excluded.fence, record = excluded.record`,
+      )
+      .run(r.id, r.policy, policyContainerKey(r), r.lostNode, r.fence, JSON.stringify(r), r.at);
+  }
+
+  recoveries(policy?: string): PolicyRecovery[] {
+    const rows = (
+      policy
+        ? this.db.prepare('SELECT record FROM policy_recoveries WHERE policy = ? ORDER BY at').all(policy)
+        : this.db.prepare('SELECT record FROM policy_recoveries ORDER BY at').all()
+    ) as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
+  }
+
+  /** Recoveries whose lost copy still runs (or may) on `node`. */
+  pendingFences(node?: string): PolicyRecovery[] {
+    const rows = (
+      node
+        ? this.db.prepare("SELECT record FROM policy_recoveries WHERE fence = 'pending' AND lost_node = ?").all(node)
+        : this.db.prepare("SELECT record FROM policy_recoveries WHERE fence = 'pending'").all()
+    ) as { record: string }[];
+    return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
   }
 }

@@ -1,0 +1,144 @@
+/**
+ * Where a policy's checkpoints are copied, and what happens when a node is lost. Each checkpoint can be
+ * copied to other nodes that could restore it (same runtime, CRIU at least as new, compatible CPU: the
+ * migration preflight's check), least loaded first. When a node has not answered health checks for a
+ * policy's `recovery.after`, each container that policy protects there is restored from its latest
+ * checkpoint on a healthy node holding a copy. The lost node's copy of the container may still be running
+ * (a network partition, not a crash): when the node answers again, it is stopped there (fenced) before
+ * anything else happens to that node, so that one copy runs.
+ */
+import { checkCompatibility } from '../migration/preflight.js';
+import type { NodeRegistry, PublicNode } from '../nodes.js';
+import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
+import { compilePolicy } from './compile.js';
+import type { PolicyCheckpoint, PolicyRecovery } from './types.js';
+import { isFerryError } from '../../../agent/src/errors.js';
+import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
+
+export class PolicyPlacement {
+  constructor(
+    private readonly repo: PolicyRepo,
+    private readonly nodes: NodeRegistry,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Up to `count` healthy nodes other than `source` that could restore its checkpoints of `runtime`, least loaded first. */
+  replicaNodes(source: string, runtime: RuntimeName, count: number): string[] {
+    if (count < 1) return [];
+    const all = this.nodes.list();
+    const sourceCaps = all.find((n) => n.name === source)?.capabilities;
+    if (!sourceCaps) return [];
+    const load = this.repo.copiesPerNode();
+    return all
+      .filter((n) => n.name !== source && n.healthy && n.capabilities && compatible(sourceCaps, n, runtime))
+      .sort((a, b) => (load.get(a.name) ?? 0) - (load.get(b.name) ?? 0) || a.name.localeCompare(b.name))
+      .slice(0, count)
+      .map((n) => n.name);
+  }
+
+  /** One health-check round's follow-up: fence what came back, then recover what is lost. */
+  async afterHealthCheck(): Promise<void> {
+    await this.fenceReturned();
+    await this.recoverLost();
+  }
+
+  /** Containers restored elsewhere are stopped on their old node as soon as it answers. */
+  private async fenceReturned(): Promise<void> {
+    const healthy = new Set(
+      this.nodes
+        .list()
+        .filter((n) => n.healthy)
+        .map((n) => n.name),
+    );
+    for (const r of this.repo.pendingFences()) {
+      if (!healthy.has(r.lostNode)) continue;
+      try {
+        await this.nodes.client(r.lostNode).removeContainer(r.runtime, r.lostContainerId);
+        this.repo.saveRecovery({ ...r, fence: 'done', fencedAt: new Date(this.now()).toISOString() });
+      } catch {
+        // Asked again after the next health check.
+      }
+    }
+  }
+
+  private async recoverLost(): Promise<void> {
+    const now = this.now();
+    const nodes = this.nodes.list();
+    for (const p of this.repo.list()) {
+      let after: number | undefined;
+      try {
+        after = p.spec.suspend ? undefined : compilePolicy(p.spec).recoverAfterMs;
+      } catch {
+        after = undefined;
+      }
+      if (after === undefined) continue;
+      const lost = new Map(
+        nodes.filter((n) => !n.healthy && now - Date.parse(n.lastSeen ?? n.registeredAt) >= (after as number)).map((n) => [n.name, n]),
+      );
+      if (!lost.size) continue;
+      const latest = new Map<string, PolicyCheckpoint>();
+      for (const c of this.repo.checkpoints(p.metadata.name, ['complete'])) latest.set(policyContainerKey(c), c);
+      const done = new Map(this.repo.recoveries(p.metadata.name).map((r) => [r.id, r]));
+      for (const c of latest.values()) {
+        const node = lost.get(c.node);
+        if (!node || done.get(recoveryId(c))?.status === 'restored') continue;
+        await this.recoverOne(c, node, nodes, now);
+      }
+    }
+  }
+
+  private async recoverOne(c: PolicyCheckpoint, lostNode: PublicNode, nodes: PublicNode[], now: number): Promise<void> {
+    const lostAt = Date.parse(lostNode.lastSeen ?? lostNode.registeredAt);
+    const r: PolicyRecovery = {
+      id: recoveryId(c),
+      policy: c.policy,
+      runtime: c.runtime,
+      containerName: c.containerName,
+      lostNode: lostNode.name,
+      lostContainerId: c.containerId,
+      checkpoint: c.id,
+      checkpointTakenAt: c.createdAt,
+      status: 'failed',
+      at: new Date(now).toISOString(),
+      lostWorkMs: Math.max(0, lostAt - Date.parse(c.createdAt)),
+      fence: 'pending',
+    };
+    const load = this.repo.copiesPerNode();
+    const targets = (c.copies ?? [])
+      .filter((name) => nodes.some((n) => n.name === name && n.healthy))
+      .sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+    for (const target of targets) {
+      try {
+        await this.nodes.client(target).restore(c.id, { name: c.containerName });
+        r.status = 'restored';
+        r.targetNode = target;
+        delete r.error;
+        break;
+      } catch (err) {
+        r.error = {
+          code: isFerryError(err) ? err.code : 'internal',
+          message: `restoring on ${target}: ${(err as Error).message}`,
+          at: new Date(this.now()).toISOString(),
+        };
+      }
+    }
+    if (!targets.length) {
+      r.error = { code: 'node_unreachable', message: `no healthy node holds a copy of ${c.id}`, at: r.at };
+    }
+    // Only a container running elsewhere is fenced: after a failed recovery the lost node's copy is the only one.
+    if (r.status !== 'restored') r.fence = 'none';
+    this.repo.saveRecovery(r);
+  }
+}
+
+/** One recovery per checkpoint: retried rounds update the same record. */
+const recoveryId = (c: PolicyCheckpoint) => `rec-${c.id}`;
+
+function compatible(source: NonNullable<PublicNode['capabilities']>, target: PublicNode, runtime: RuntimeName): boolean {
+  try {
+    checkCompatibility(source, target.capabilities as NonNullable<PublicNode['capabilities']>, runtime);
+    return true;
+  } catch {
+    return false;
+  }
+}
