@@ -4,18 +4,19 @@
  * and in the controller's record, each of which restores to the count the container had when it was taken;
  * a bad policy file is refused with the field named; a restarted controller neither repeats nor loses runs;
  * a node lost (agent killed, link cut) has its container restored on the node holding a copy, and when it
- * comes back its own copy is stopped, so that exactly one runs.
+ * comes back its own copy is stopped, so that exactly one runs; a coordinated policy over two containers
+ * that exchange counts restores to a consistent pair, where checkpoints taken apart do not.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { PolicyDocument, PolicyRun } from '../controller/src/policy/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { runcCount, runcRemove, runcState, startCounting } from './support/runc.js';
+import { runcCount, runcRemove, runcState, startCounting, startRuncCounter } from './support/runc.js';
 import { scaled } from './support/time.js';
 import { waitFor } from './support/workload.js';
 
@@ -220,4 +221,131 @@ test.serial('a lost node: its container is restored from the latest copy on b, a
   const after = await runcCount(id, rootB);
   t.true(after > onB, 'b keeps counting');
   await cluster.client().deletePolicy('lost');
+});
+
+/**
+ * Two containers that take turns through mailbox files on a shared bind mount: A counts up when B has
+ * acknowledged its last count, B when it sees A's next one. So at any instant A's count is B's or one
+ * more, and a pair restored from one consistent cut keeps that; each writes its count to /tmp/count.
+ */
+const PING = [
+  '/bin/sh',
+  '-c',
+  'n=0; while true; do m=$(cat /shared/b 2>/dev/null); if [ "$m" = "$n" ]; then n=$((n+1)); echo $n > /tmp/count; echo $n > /shared/a; fi; sleep 0.01; done',
+];
+const PONG = [
+  '/bin/sh',
+  '-c',
+  'n=0; echo 0 > /shared/b; while true; do m=$(cat /shared/a 2>/dev/null); if [ "$m" = "$((n+1))" ]; then n=$((n+1)); echo $n > /tmp/count; echo $n > /shared/b; fi; sleep 0.01; done',
+];
+
+/** Both counts at one instant: the pair is held frozen while the files are read from the host. */
+async function pairCounts(ping: string, pong: string): Promise<{ ping: number; pong: number }> {
+  const agent = cluster.node('a').agent;
+  const hold = await agent.hold({
+    containers: [
+      { runtime: 'runc', container: ping },
+      { runtime: 'runc', container: pong },
+    ],
+    ttlMs: scaled(10_000),
+  });
+  try {
+    const bundles = await agent.containers('runc');
+    const countOf = async (id: string) => {
+      const bundle = bundles.find((c) => c.id === id)?.bundle;
+      return Number((await readFile(path.join(bundle as string, 'rootfs', 'tmp', 'count'), 'utf8')).trim());
+    };
+    return { ping: await countOf(ping), pong: await countOf(pong) };
+  } finally {
+    await agent.releaseHold(hold.id);
+  }
+}
+
+test.serial('coordinated: a pair exchanging counts restores to a consistent pair; checkpoints taken apart do not', async (t) => {
+  const root = cluster.node('a').runcRoot;
+  const shared = path.join(scratch, 'shared');
+  await mkdir(shared, { recursive: true });
+  const binds = [{ source: shared, destination: '/shared' }];
+  const [ping, pong] = [`pol-ping-${process.pid}`, `pol-pong-${process.pid}`];
+  for (const id of [ping, pong, `${ping}-r`, `${pong}-r`]) containers.push({ id, root });
+  await startRuncCounter(pong, scratch, { root, argv: PONG, binds });
+  await startRuncCounter(ping, scratch, { root, argv: PING, binds });
+  await waitFor(
+    () => runcCount(pong, root),
+    (n) => n >= 20,
+    { what: 'the pair to exchange' },
+  );
+  const live = await pairCounts(ping, pong);
+  t.true(live.ping - live.pong === 0 || live.ping - live.pong === 1, `live pair ${JSON.stringify(live)}`);
+
+  await cluster.client().applyPolicy({
+    ...policyOf('pair', ping),
+    spec: {
+      ...policyOf('pair', ping).spec,
+      selector: { names: [ping, pong], runtime: 'runc' },
+      coordinated: true,
+      retention: { keepLast: 2 },
+    },
+  });
+  const runs = await waitFor(
+    () => finishedRuns('pair'),
+    (rs) => rs.filter((r) => r.status === 'succeeded').length >= 2,
+    { timeoutMs: scaled(30_000), everyMs: 100, what: 'two coordinated runs' },
+  );
+  const group = runs.find((r) => r.status === 'succeeded' && r.checkpoints.length === 2);
+  t.truthy(group, JSON.stringify(runs));
+  t.true((group?.groupFrozenMs ?? 0) > 0, 'the run says how long the group was frozen');
+  await cluster.client().applyPolicy({ ...policyOf('pair', ping), spec: { ...policyOf('pair', ping).spec, suspend: true } });
+  const kept = await cluster.client().policyCheckpoints('pair');
+  const ofRun = (runId: string, name: string) => kept.find((c) => c.runId === runId && c.containerName === name);
+  const runIds = [...new Set(kept.map((c) => c.runId))];
+  t.true(runIds.length >= 2, 'two cuts kept');
+  const [older, newer] = runIds as [string, string];
+
+  // The originals go: the restored pair talks through the same mailboxes.
+  await runcRemove(ping, root);
+  await runcRemove(pong, root);
+  const restorePair = async (pingFrom: string, pongFrom: string) => {
+    await cluster.node('a').agent.restore(pingFrom, { name: `${ping}-r` });
+    await cluster.node('a').agent.restore(pongFrom, { name: `${pong}-r` });
+    const counts = await pairCounts(`${ping}-r`, `${pong}-r`);
+    await runcRemove(`${ping}-r`, root);
+    await runcRemove(`${pong}-r`, root);
+    return counts;
+  };
+  const cut = await restorePair(ofRun(newer, ping)?.id as string, ofRun(newer, pong)?.id as string);
+  t.true(cut.ping > 20, `restored from memory, not restarted: ${JSON.stringify(cut)}`);
+  t.true(cut.ping - cut.pong === 0 || cut.ping - cut.pong === 1, `one cut restores consistent: ${JSON.stringify(cut)}`);
+  // The same pair from checkpoints of two different cuts: what an uncoordinated policy could give.
+  const mixed = await restorePair(ofRun(older, ping)?.id as string, ofRun(newer, pong)?.id as string);
+  t.false(mixed.ping - mixed.pong === 0 || mixed.ping - mixed.pong === 1, `two cuts mixed are inconsistent: ${JSON.stringify(mixed)}`);
+  await cluster.client().deletePolicy('pair');
+});
+
+test.serial('a hold never outlives its purpose: it expires by itself, and an agent killed while holding thaws on restart', async (t) => {
+  const id = `pol-hold-${process.pid}`;
+  const root = cluster.node('b').runcRoot;
+  containers.push({ id, root });
+  await startCounting(id, scratch, root);
+  const hold = { containers: [{ runtime: 'runc' as const, container: id }], ttlMs: scaled(1_000) };
+  await cluster.node('b').agent.hold(hold);
+  t.is(await runcState(id, root), 'paused');
+  await waitFor(
+    () => runcState(id, root),
+    (s) => s === 'running',
+    { timeoutMs: scaled(10_000), what: 'the hold to expire' },
+  );
+
+  await cluster.node('b').agent.hold({ ...hold, ttlMs: scaled(600_000) });
+  t.is(await runcState(id, root), 'paused');
+  await cluster.killAgent('b');
+  t.is(await runcState(id, root), 'paused', 'a killed agent cannot thaw');
+  await cluster.startAgent('b');
+  t.is(await runcState(id, root), 'running', 'thawed by the agent as it started again');
+  const n = await runcCount(id, root);
+  await waitFor(
+    () => runcCount(id, root),
+    (m) => m > n,
+    { what: 'the counter to move again' },
+  );
 });

@@ -2,6 +2,7 @@
  * The agent's behaviour, independent of HTTP: find containers through the drivers, write checkpoints into
  * the store, verify before restoring. One operation per container at a time.
  */
+import { type Hold, HoldRegistry } from './holds.js';
 import { FerryError } from './errors.js';
 import { probeNode, type NodeCapabilities } from './criu/probe.js';
 import type { CriuRestoreStats } from './criu/stats.js';
@@ -23,6 +24,8 @@ export interface AgentOptions {
   transferStallMs?: number;
   /** Private key for peers reached over SSH. */
   sshKey?: Buffer;
+  /** Where containers held frozen for coordinated checkpoints are recorded (holds.ts). */
+  holdsFile?: string;
 }
 
 export interface CheckpointParams {
@@ -34,6 +37,11 @@ export interface CheckpointParams {
   id?: string;
   /** Post-copy: everything but memory now; memory served from a page server until pulled (runc). */
   lazy?: boolean;
+}
+
+export interface HoldParams {
+  containers: { runtime: RuntimeName; container: string }[];
+  ttlMs: number;
 }
 
 export interface RestoreParams {
@@ -70,6 +78,7 @@ export class Agent {
   readonly transferStallMs: number;
   private readonly sshKey: Buffer | undefined;
   private readonly busy = new Set<string>();
+  private readonly holds: HoldRegistry;
   private readonly sends = new Map<string, AbortController>();
   /**
    * When each checkpoint id was last deleted here. An import that began before its id was deleted is
@@ -89,7 +98,18 @@ export class Agent {
     this.criu = opts.criu ?? 'criu';
     this.transferStallMs = opts.transferStallMs ?? 30_000;
     this.sshKey = opts.sshKey;
+    this.holds = new HoldRegistry(opts.holdsFile);
     for (const d of opts.drivers) this.drivers.set(d.name, d);
+  }
+
+  /** Thaws containers a killed earlier run of this agent held frozen for a coordinated checkpoint. */
+  async recoverHolds(): Promise<string[]> {
+    const thawed = await this.holds.recover(async (c) => {
+      const driver = this.drivers.get(c.runtime);
+      const container = await driver?.find(c.id);
+      if (container && driver?.thaw) await driver.thaw(container);
+    });
+    return thawed.map((c) => c.name);
   }
 
   /** Probed once and cached; `refresh` re-probes (a runtime may have been started since). */
@@ -146,6 +166,29 @@ export class Agent {
   }
 
   /** Stops and removes a container (a migration's source once the target runs); absent is not an error. */
+  /** Freezes the containers together (a coordinated checkpoint's cut); see holds.ts. */
+  async hold(p: HoldParams): Promise<Hold> {
+    const targets = await Promise.all(
+      p.containers.map(async (c) => ({ driver: this.driver(c.runtime), container: await this.findContainer(c.runtime, c.container) })),
+    );
+    const notRunning = targets.find((t) => t.container.state !== 'running');
+    if (notRunning) {
+      throw new FerryError('container_not_running', `${notRunning.container.name} is ${notRunning.container.state}, not running`, {
+        hint: 'only running containers can be held for a coordinated checkpoint',
+      });
+    }
+    return this.holds.hold(targets, p.ttlMs);
+  }
+
+  releaseHold(id: string): Promise<Hold> {
+    return this.holds.release(id);
+  }
+
+  /** Thaws whatever coordinated checkpoints still hold: an agent going away must not leave workloads frozen. */
+  releaseAllHolds(): Promise<void> {
+    return this.holds.releaseAll();
+  }
+
   async removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     assertContainerRef(ref);
     const found = await this.driver(runtime).find(ref);
@@ -178,6 +221,7 @@ export class Agent {
           dir: pending.dir,
           leaveRunning: p.leaveRunning ?? false,
           onImagesWritten: () => pending.prepare('checkpoint'),
+          ...(this.holds.isHeld(p.runtime, container.id) ? { heldFrozen: true } : {}),
           ...(p.preDump ? { preDump: true } : {}),
           ...(p.parent ? { parentPath: this.store.parentPathFor(p.parent) } : {}),
           ...(lazy ? { lazy } : {}),

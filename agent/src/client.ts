@@ -5,7 +5,8 @@ import { FerryError } from './errors.js';
 import type { NodeCapabilities } from './criu/probe.js';
 import type { Manifest } from './store/manifest.js';
 import type { ContainerInfo, RuntimeName } from './runtimes/types.js';
-import type { CheckpointParams, PageServerState, RestoreParams, RestoreResult } from './agent.js';
+import type { CheckpointParams, HoldParams, PageServerState, RestoreParams, RestoreResult } from './agent.js';
+import type { Hold } from './holds.js';
 import type { Peer, SendResult } from './transfer.js';
 
 export class AgentClient extends ApiClient {
@@ -27,6 +28,12 @@ export class AgentClient extends ApiClient {
   }
   removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     return this.json('DELETE', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);
+  }
+  hold(p: HoldParams): Promise<Hold> {
+    return this.json('POST', '/v1/holds', p);
+  }
+  releaseHold(id: string): Promise<Hold> {
+    return this.json('DELETE', `/v1/holds/${encodeURIComponent(id)}`);
   }
   checkpoint(p: CheckpointParams): Promise<Manifest> {
     return this.json('POST', '/v1/checkpoints', p, true);

@@ -44,14 +44,17 @@ async function readSshKey(file: string): Promise<Buffer> {
 export async function createAgent(cfg: AgentConfig): Promise<Agent> {
   const store = new ImageStore(path.join(cfg.stateDir, 'images'));
   await store.init();
-  return new Agent({
+  const agent = new Agent({
     node: cfg.node,
     store,
+    holdsFile: path.join(cfg.stateDir, 'holds.json'),
     drivers: await Promise.all(cfg.runtimes.map((r) => makeDriver(r, cfg))),
     criu: cfg.criu,
     ...(cfg.transferStallMs ? { transferStallMs: cfg.transferStallMs } : {}),
     ...(cfg.sshKeyPath ? { sshKey: await readSshKey(cfg.sshKeyPath) } : {}),
   });
+  await agent.recoverHolds();
+  return agent;
 }
 
 export async function startAgent(cfg: AgentConfig, logger = true): Promise<{ agent: Agent; app: FastifyInstance; url: string }> {

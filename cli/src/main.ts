@@ -91,7 +91,14 @@ program
   .option('--ssh-key <file>', 'private key for sending checkpoints to nodes reached over SSH')
   .action(async (opts: Record<string, string | undefined>) => {
     const cfg = agentConfig({ ...opts, token: globals().token });
-    const { url, agent } = await startAgent(cfg, !globals().json);
+    const { url, agent, app } = await startAgent(cfg, !globals().json);
+    // Stopped on purpose, the agent lets go of what coordinated checkpoints hold frozen before it exits
+    // (killed, it thaws them when it starts again: holds.ts).
+    const stop = (signal: NodeJS.Signals) => {
+      void Promise.allSettled([agent.releaseAllHolds(), app.close()]).then(() => process.kill(process.pid, signal));
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
     const caps = await agent.probe();
     console.error(
       `ferry agent ${cfg.node} listening on ${url}; CRIU ${caps.criu.version ?? 'unavailable'}, runtimes: ${

@@ -47,7 +47,7 @@ test('units: durations and sizes as written', (t) => {
   );
 });
 
-test('compile: min > max, an interval under a second, a selector naming nothing and coordinated policies are refused with the field named', (t) => {
+test('compile: min > max, an interval under a second, a selector naming nothing and coordinated docker policies are refused with the field named', (t) => {
   const base: PolicySpec = { selector: { names: ['x'] }, schedule: { every: '2s' } };
   t.deepEqual(compilePolicy(base).schedule, { kind: 'every', everyMs: 2000 });
   t.true(compilePolicy(base).leaveRunning);
@@ -60,7 +60,7 @@ test('compile: min > max, an interval under a second, a selector naming nothing 
     'spec.schedule.adaptive.max',
   );
   t.is(
-    fieldOf(() => compilePolicy({ ...base, coordinated: true })),
+    fieldOf(() => compilePolicy({ ...base, selector: { names: ['x'], runtime: 'docker' }, coordinated: true })),
     'spec.coordinated',
   );
   t.deepEqual(compilePolicy({ ...base, retention: { maxAge: '1h', maxBytes: '1Ki' } }).retention, { maxAgeMs: 3_600_000, maxBytes: 1024 });

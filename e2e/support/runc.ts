@@ -22,7 +22,11 @@ export async function startCounting(id: string, scratch: string, root: string): 
 }
 
 /** Creates a bundle with a private copy of the busybox rootfs and starts the counter detached. */
-export async function startRuncCounter(id: string, scratch: string, opts: { argv?: string[]; root?: string } = {}): Promise<string> {
+export async function startRuncCounter(
+  id: string,
+  scratch: string,
+  opts: { argv?: string[]; root?: string; binds?: { source: string; destination: string }[] } = {},
+): Promise<string> {
   const bundle = path.join(scratch, id);
   await mkdir(bundle, { recursive: true });
   await busyboxRootfs(path.join(bundle, 'rootfs'));
@@ -31,6 +35,8 @@ export async function startRuncCounter(id: string, scratch: string, opts: { argv
   spec.process.terminal = false;
   spec.process.args = opts.argv ?? COUNTER_ARGV;
   spec.root.readonly = false;
+  for (const b of opts.binds ?? [])
+    spec.mounts.push({ destination: b.destination, type: 'bind', source: b.source, options: ['rbind', 'rw'] });
   await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
   // Detached with stdio on /dev/null: nothing ties the container to this test process.
   await new Promise<void>((resolve, reject) => {

@@ -152,6 +152,35 @@ export const routes = {
     params: { type: 'object', required: ['runtime', 'ref'], properties: { runtime, ref: containerRef } },
     response: { 204: { type: 'null' }, ...errors },
   },
+  hold: {
+    summary:
+      'Freeze a group of containers together for a coordinated checkpoint; checkpoints of held containers leave them frozen until the hold is released (or expires after ttlMs)',
+    body: {
+      type: 'object',
+      required: ['containers', 'ttlMs'],
+      additionalProperties: false,
+      properties: {
+        containers: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 256,
+          items: {
+            type: 'object',
+            required: ['runtime', 'container'],
+            additionalProperties: false,
+            properties: { runtime, container: containerRef },
+          },
+        },
+        ttlMs: { type: 'integer', minimum: 100, maximum: 600_000 },
+      },
+    },
+    response: { 201: { type: 'object', additionalProperties: true }, ...errors },
+  },
+  releaseHold: {
+    summary: 'Thaw the containers of a hold',
+    params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^h-[a-z0-9]+-[0-9a-f]{6}$' } } },
+    response: { 200: { type: 'object', additionalProperties: true }, ...errors },
+  },
   createCheckpoint: {
     summary: 'Checkpoint a running container (stops it unless leaveRunning)',
     body: {

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import type { Agent, CheckpointParams, RestoreParams } from '../agent.js';
+import type { Agent, CheckpointParams, HoldParams, RestoreParams } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
 import { createBaseApi } from './base.js';
 import { routes, sharedSchemas } from './schemas.js';
@@ -52,6 +52,10 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
   app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) =>
     agent.getCheckpoint(req.params.id),
   );
+  app.post<{ Body: HoldParams }>('/v1/holds', { schema: routes.hold }, async (req, reply) =>
+    reply.status(201).send(await agent.hold(req.body)),
+  );
+  app.delete<{ Params: { id: string } }>('/v1/holds/:id', { schema: routes.releaseHold }, async (req) => agent.releaseHold(req.params.id));
   app.delete<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.deleteCheckpoint }, async (req, reply) => {
     await agent.deleteCheckpoint(req.params.id);
     return reply.status(204).send();

@@ -67,3 +67,8 @@ export async function holdFrozen(pid: number, name: string): Promise<() => Promi
   }
   return () => freezer.thaw();
 }
+
+/** Thaws the cgroup of `pid` (a hold left by an agent that was killed); a process without a freezer is left alone. */
+export async function thawPid(pid: number): Promise<void> {
+  await freezerFromProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'))?.thaw();
+}

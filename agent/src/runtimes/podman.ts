@@ -19,7 +19,7 @@ import { readDumpStats, type CriuRestoreStats } from '../criu/stats.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
-import { holdFrozen } from './freezer.js';
+import { holdFrozen, thawPid } from './freezer.js';
 import {
   type CheckpointOutcome,
   type CheckpointRequest,
@@ -201,7 +201,7 @@ export class PodmanDriver implements RuntimeDriver {
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--with-previous');
     // podman writes the rootfs diff after CRIU lets a leave-running container go; frozen, both are one state.
-    const thaw = req.leaveRunning && !req.preDump ? await holdFrozen(c.pid ?? (await this.inspect(c.id)).State.Pid, c.name) : undefined;
+    const thaw = req.leaveRunning && !req.preDump && !req.heldFrozen ? await this.freeze(c) : undefined;
     try {
       try {
         await this.podman([...args, '--', c.id], (f) => this.checkpointFailure(c, req, f));
@@ -325,6 +325,16 @@ export class PodmanDriver implements RuntimeDriver {
       }
       return undefined;
     });
+  }
+
+  /** The raw cgroup freezer: `podman pause` would make podman refuse to checkpoint the container. */
+  async freeze(c: ContainerInfo): Promise<() => Promise<void>> {
+    return holdFrozen(c.pid ?? (await this.inspect(c.id)).State.Pid, c.name);
+  }
+
+  async thaw(c: ContainerInfo): Promise<void> {
+    const pid = c.pid ?? (await this.inspect(c.id)).State.Pid;
+    if (pid) await thawPid(pid);
   }
 
   async remove(ref: string): Promise<void> {

@@ -199,7 +199,7 @@ export class RuncDriver implements RuntimeDriver {
     // A container that keeps running would write to its files between the dump and the capture of its
     // rootfs, and CRIU refuses to restore an open file whose size changed. So a full leave-running
     // checkpoint holds it paused (cgroup freezer) until the rootfs is captured: one consistent state.
-    const holdPaused = req.leaveRunning && !req.preDump;
+    const holdPaused = req.leaveRunning && !req.preDump && !req.heldFrozen;
     if (holdPaused) await this.runc(['pause', id]);
     let fingerprint: string | undefined;
     let stats: Awaited<ReturnType<typeof readDumpStats>>;
@@ -444,6 +444,19 @@ export class RuncDriver implements RuntimeDriver {
 
   async exec(ref: string, argv: string[]): Promise<string> {
     return this.runc(['exec', ref, ...argv]);
+  }
+
+  /** runc's own pause (the cgroup freezer), which its checkpoint accepts and leaves paused. */
+  async freeze(container: ContainerInfo): Promise<() => Promise<void>> {
+    await this.runc(['pause', container.id]);
+    return async () => {
+      await this.runc(['resume', container.id]);
+    };
+  }
+
+  /** Resumes unconditionally: find()'s fast path reads runc's state file, which does not say "paused". */
+  async thaw(container: ContainerInfo): Promise<void> {
+    await this.runc(['resume', container.id]);
   }
 
   async remove(ref: string): Promise<void> {

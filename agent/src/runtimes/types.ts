@@ -62,6 +62,11 @@ export interface CheckpointRequest {
    */
   lazy?: { port: number };
   /**
+   * The caller holds the container frozen (a coordinated checkpoint, agent/src/holds.ts): the driver must
+   * neither freeze it itself nor let it go after the dump.
+   */
+  heldFrozen?: boolean;
+  /**
    * Called once CRIU's images under `dir/checkpoint/` are final, before the driver captures the rest
    * (spec, filesystem), so the store can hash and sync them meanwhile.
    */
@@ -113,4 +118,8 @@ export interface RuntimeDriver {
   hasImage?(ref: string): Promise<boolean>;
   /** Stops and removes a container (cleanup after migration, tests). Missing containers are not an error. */
   remove(ref: string): Promise<void>;
+  /** Freezes a running container and returns its thaw; absent where a frozen container cannot be checkpointed (docker). */
+  freeze?(container: ContainerInfo): Promise<() => Promise<void>>;
+  /** Thaws a container frozen by `freeze` in an earlier life of the agent (killed while holding it). */
+  thaw?(container: ContainerInfo): Promise<void>;
 }

@@ -25,11 +25,15 @@ export interface CompiledPolicy {
 export const MIN_INTERVAL_MS = 1_000;
 
 export function compilePolicy(spec: PolicySpec): CompiledPolicy {
-  if (spec.coordinated) {
-    throw new FerryError('unsupported', 'spec.coordinated: coordinated (consistent-cut) policies are not implemented yet', {
-      hint: 'leave coordinated out (each container is checkpointed on its own) until a release that has them',
-      details: { field: 'spec.coordinated' },
-    });
+  if (spec.coordinated && spec.selector.runtime === 'docker') {
+    throw new FerryError(
+      'unsupported',
+      'spec.coordinated: docker containers cannot be held frozen while checkpointed (containerd refuses)',
+      {
+        hint: 'use an uncoordinated policy for docker containers',
+        details: { field: 'spec.coordinated' },
+      },
+    );
   }
   if (!spec.selector.names && !spec.selector.labels) {
     // A policy that names nothing would checkpoint every container on every node.

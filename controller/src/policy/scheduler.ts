@@ -33,12 +33,19 @@ export interface SchedulerOptions {
   maxJitterMs?: number;
   /** Longest wait after repeated failures; the interval doubles per failure up to this. */
   maxBackoffMs?: number;
+  /** How long a coordinated run's freeze may last before the agents thaw by themselves (a controller died mid-cut). */
+  holdTtlMs?: number;
   now?: () => number;
 }
 
 interface Target {
   node: string;
   container: ContainerInfo;
+}
+
+interface CheckpointResult {
+  checkpoint?: PolicyCheckpoint;
+  error?: PolicyError;
 }
 
 const LONGEST_SLEEP_MS = 60_000;
@@ -54,6 +61,7 @@ export class PolicyScheduler {
   private readonly jitterFraction: number;
   private readonly maxJitterMs: number;
   private readonly maxBackoffMs: number;
+  private readonly holdTtlMs: number;
   private readonly now: () => number;
 
   constructor(
@@ -65,6 +73,7 @@ export class PolicyScheduler {
     this.jitterFraction = opts.jitterFraction ?? 0.1;
     this.maxJitterMs = opts.maxJitterMs ?? 5_000;
     this.maxBackoffMs = opts.maxBackoffMs ?? 15 * 60_000;
+    this.holdTtlMs = opts.holdTtlMs ?? 120_000;
     this.now = opts.now ?? Date.now;
   }
 
@@ -256,7 +265,9 @@ export class PolicyScheduler {
     let targets: Target[] = [];
     try {
       targets = await this.targets(p, failures);
-      const results = await Promise.all(targets.map((t) => this.checkpointOne(p, compiled, run, t)));
+      const results = p.spec.coordinated
+        ? await this.checkpointGroup(p, compiled, run, targets)
+        : await Promise.all(targets.map((t) => this.checkpointOne(p, compiled, run, t, compiled.replicas)));
       for (const r of results) if (r.error) failures.push(r.error);
       const touched = new Set(
         results.filter((r) => r.checkpoint?.state === 'complete').map((r) => policyContainerKey(r.checkpoint as PolicyCheckpoint)),
@@ -345,12 +356,58 @@ export class PolicyScheduler {
     return lists.flat();
   }
 
-  private async checkpointOne(
-    p: Policy,
-    compiled: CompiledPolicy,
-    run: PolicyRun,
-    t: Target,
-  ): Promise<{ checkpoint?: PolicyCheckpoint; error?: PolicyError }> {
+  /**
+   * A coordinated run: every selected container is frozen (one hold per node), checkpointed while the
+   * whole group stays frozen, then thawed together, so the checkpoints form one consistent cut. A cut
+   * missing one container is no cut: its checkpoints are deleted and the run fails. Copies to other nodes
+   * are made after the thaw, outside the workload's frozen time.
+   */
+  private async checkpointGroup(p: Policy, compiled: CompiledPolicy, run: PolicyRun, targets: Target[]): Promise<CheckpointResult[]> {
+    if (!targets.length) return [];
+    const byNode = new Map<string, Target[]>();
+    for (const t of targets) byNode.set(t.node, [...(byNode.get(t.node) ?? []), t]);
+    const holds: { node: string; id: string }[] = [];
+    const t0 = performance.now();
+    const held = await Promise.allSettled(
+      [...byNode].map(async ([node, ts]) => {
+        const h = await this.nodes.client(node).hold({
+          containers: ts.map((t) => ({ runtime: t.container.runtime, container: t.container.id })),
+          ttlMs: this.holdTtlMs,
+        });
+        holds.push({ node, id: h.id });
+      }),
+    );
+    const holdFailure = held.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    let results: CheckpointResult[] = [];
+    try {
+      if (holdFailure) {
+        const error = asPolicyError(holdFailure.reason, 'freezing the group');
+        return targets.map(() => ({ error }));
+      }
+      results = await Promise.all(targets.map((t) => this.checkpointOne(p, compiled, run, t, 0)));
+    } finally {
+      await Promise.allSettled(holds.map((h) => this.nodes.client(h.node).releaseHold(h.id)));
+      run.groupFrozenMs = Math.round(performance.now() - t0);
+    }
+    const taken = results.filter((r) => r.checkpoint?.state === 'complete').map((r) => r.checkpoint as PolicyCheckpoint);
+    if (taken.length < targets.length) {
+      for (const c of taken) await this.deleteCheckpoint(c);
+      const first = results.find((r) => r.error)?.error;
+      const error = policyError(
+        first?.code ?? 'internal',
+        `the group's cut is incomplete, so none of it was kept: ${first?.message ?? 'unknown'}`,
+      );
+      return targets.map(() => ({ error }));
+    }
+    for (const r of results) {
+      const copyError = await this.replicate(r.checkpoint as PolicyCheckpoint, compiled.replicas);
+      if (copyError) r.error = copyError;
+      this.repo.saveCheckpoint(r.checkpoint as PolicyCheckpoint);
+    }
+    return results;
+  }
+
+  private async checkpointOne(p: Policy, compiled: CompiledPolicy, run: PolicyRun, t: Target, replicas: number): Promise<CheckpointResult> {
     const c: PolicyCheckpoint = {
       id: checkpointId(p.metadata.name, this.now()),
       policy: p.metadata.name,
@@ -381,7 +438,7 @@ export class PolicyScheduler {
         totalMs: Math.round(performance.now() - t0),
         ...(m.stats ? { frozenMs: m.stats.frozenTimeMs } : {}),
       });
-      const copyError = await this.replicate(c, compiled.replicas);
+      const copyError = await this.replicate(c, replicas);
       return { checkpoint: c, ...(copyError ? { error: copyError } : {}) };
     } catch (err) {
       c.state = 'failed';

@@ -114,6 +114,8 @@ export interface PolicyRun {
   trigger: 'schedule' | 'manual' | 'recovery';
   checkpoints: string[];
   deleted: string[];
+  /** Coordinated runs: how long the group was held frozen, from the first freeze to the last thaw. */
+  groupFrozenMs?: number;
   message?: string;
   error?: PolicyError;
 }
