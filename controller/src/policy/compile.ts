@@ -90,7 +90,16 @@ function atLeastMinimum(ms: number, field: string): number {
   return ms;
 }
 
-const globToRegExp = (glob: string) => new RegExp(`^${glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*')}$`);
+const globs = new Map<string, RegExp>();
+/** Compiled once per pattern: selection runs for every container of every node on every run. */
+function globToRegExp(glob: string): RegExp {
+  let re = globs.get(glob);
+  if (!re) {
+    re = new RegExp(`^${glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*')}$`);
+    globs.set(glob, re);
+  }
+  return re;
+}
 
 /** Whether a running container on `node` is one the selector protects. */
 export function selects(selector: PolicySelector, node: string, c: ContainerInfo): boolean {

@@ -8,13 +8,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { FerryError, isFerryError } from '../../../agent/src/errors.js';
-import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
+import type { ContainerInfo, RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
+import { asPolicyError, PolicyCheckpointer, policyError, type Target } from './checkpointer.js';
 import type { PolicyPlacement } from './recovery.js';
-import { checkpointsToDelete } from './retention.js';
 import {
   POLICY_API_VERSION,
   POLICY_KIND,
@@ -38,43 +38,35 @@ export interface SchedulerOptions {
   now?: () => number;
 }
 
-interface Target {
-  node: string;
-  container: ContainerInfo;
-}
-
-interface CheckpointResult {
-  checkpoint?: PolicyCheckpoint;
-  error?: PolicyError;
-}
-
 const LONGEST_SLEEP_MS = 60_000;
+const INVENTORY_TTL_MS = 1_000;
 
 export class PolicyScheduler {
   private timer: NodeJS.Timeout | undefined;
   private stopped = true;
+  private wakeQueued = false;
+  /** Container listings per node and runtime, shared by the runs that start within INVENTORY_TTL_MS. */
+  private readonly inventory = new Map<string, { at: number; listing: Promise<ContainerInfo[]> }>();
   private halted = false;
   private starting: Promise<void> = Promise.resolve();
   private readonly inFlight = new Map<string, Promise<PolicyRun>>();
-  /** Containers being checkpointed now, by policyContainerKey: one checkpoint at a time per container. */
-  private readonly busy = new Set<string>();
   private readonly jitterFraction: number;
   private readonly maxJitterMs: number;
   private readonly maxBackoffMs: number;
-  private readonly holdTtlMs: number;
+  private readonly checkpointer: PolicyCheckpointer;
   private readonly now: () => number;
 
   constructor(
     private readonly repo: PolicyRepo,
     private readonly nodes: NodeRegistry,
-    private readonly placement: PolicyPlacement,
+    placement: PolicyPlacement,
     opts: SchedulerOptions = {},
   ) {
     this.jitterFraction = opts.jitterFraction ?? 0.1;
     this.maxJitterMs = opts.maxJitterMs ?? 5_000;
     this.maxBackoffMs = opts.maxBackoffMs ?? 15 * 60_000;
-    this.holdTtlMs = opts.holdTtlMs ?? 120_000;
     this.now = opts.now ?? Date.now;
+    this.checkpointer = new PolicyCheckpointer(repo, nodes, placement, opts.holdTtlMs ?? 120_000, this.now);
   }
 
   /** Creates or replaces a policy; the schedule restarts from now when the spec changed. */
@@ -144,13 +136,10 @@ export class PolicyScheduler {
     this.repo.remove(name);
     await this.inFlight.get(name)?.catch(() => undefined);
     const kept = this.repo.checkpoints(name, ['complete']).reverse();
-    const deleted: string[] = [];
-    const left: { id: string; node: string; error: string }[] = [];
-    for (const c of kept) {
-      const err = await this.deleteCheckpoint(c);
-      if (err) left.push({ id: c.id, node: c.node, error: err.message });
-      else deleted.push(c.id);
-    }
+    const deleted = await this.checkpointer.deleteAll(kept, []);
+    const left = this.repo
+      .checkpoints(name, ['complete'])
+      .map((c) => ({ id: c.id, node: c.node, error: c.error?.message ?? 'not deleted' }));
     return { deleted, left };
   }
 
@@ -218,30 +207,42 @@ export class PolicyScheduler {
     }
   }
 
-  /** Sleeps until the earliest due policy (at most a minute, so a clock change is noticed). */
+  /**
+   * Asks for a look at the schedule soon. Calls in one tick (a thousand runs finishing, a file of policies
+   * applied) share one look, which reads only names and due times.
+   */
   private wake(): void {
+    if (this.stopped || this.wakeQueued) return;
+    this.wakeQueued = true;
+    setImmediate(() => {
+      this.wakeQueued = false;
+      this.fireDue();
+    });
+  }
+
+  /** Launches every due policy, then sleeps until the next (at most a minute, so a clock change is noticed). */
+  private fireDue(): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
     const now = this.now();
     let earliest = now + LONGEST_SLEEP_MS;
-    for (const p of this.repo.list()) {
-      if (p.spec.suspend || this.inFlight.has(p.metadata.name)) continue;
-      const due = this.repo.nextRunAt(p.metadata.name);
-      if (!due) continue;
-      const at = Date.parse(due);
-      if (at <= now) {
-        void this.launch(p, 'schedule').catch(() => undefined);
-        continue;
+    for (const { name, nextRunAt } of this.repo.schedule()) {
+      if (this.inFlight.has(name)) continue;
+      const at = Date.parse(nextRunAt);
+      if (at > now) {
+        earliest = Math.min(earliest, at);
+        break; // ordered by due time: the rest are later
       }
-      earliest = Math.min(earliest, at);
+      const p = this.repo.get(name);
+      if (p && !p.spec.suspend) void this.launch(p, 'schedule', nextRunAt).catch(() => undefined);
     }
-    this.timer = setTimeout(() => this.wake(), Math.max(0, earliest - now));
+    this.timer = setTimeout(() => this.fireDue(), Math.max(0, earliest - now));
     this.timer.unref();
   }
 
-  private launch(p: Policy, trigger: PolicyRun['trigger']): Promise<PolicyRun> {
+  private launch(p: Policy, trigger: PolicyRun['trigger'], dueAt?: string): Promise<PolicyRun> {
     const name = p.metadata.name;
-    const run = this.run(p, trigger).finally(() => {
+    const run = this.run(p, trigger, dueAt).finally(() => {
       this.inFlight.delete(name);
       this.wake();
     });
@@ -249,11 +250,21 @@ export class PolicyScheduler {
     return run;
   }
 
-  private async run(p: Policy, trigger: PolicyRun['trigger']): Promise<PolicyRun> {
+  private async run(p: Policy, trigger: PolicyRun['trigger'], dueAt?: string): Promise<PolicyRun> {
     const compiled = compilePolicy(p.spec);
     const name = p.metadata.name;
-    const startedAt = new Date(this.now()).toISOString();
-    const run: PolicyRun = { id: runId(this.now()), policy: name, status: 'running', startedAt, trigger, checkpoints: [], deleted: [] };
+    const started = this.now();
+    const startedAt = new Date(started).toISOString();
+    const run: PolicyRun = {
+      id: runId(started),
+      policy: name,
+      status: 'running',
+      startedAt,
+      ...(dueAt ? { dueAt, lagMs: started - Date.parse(dueAt) } : {}),
+      trigger,
+      checkpoints: [],
+      deleted: [],
+    };
     const interval = this.intervalFor(p, compiled);
     // A manual run leaves the schedule where it was.
     const next =
@@ -265,14 +276,12 @@ export class PolicyScheduler {
     let targets: Target[] = [];
     try {
       targets = await this.targets(p, failures);
-      const results = p.spec.coordinated
-        ? await this.checkpointGroup(p, compiled, run, targets)
-        : await Promise.all(targets.map((t) => this.checkpointOne(p, compiled, run, t, compiled.replicas)));
+      const results = await this.checkpointer.checkpointAll(name, compiled, Boolean(p.spec.coordinated), run, targets);
       for (const r of results) if (r.error) failures.push(r.error);
       const touched = new Set(
         results.filter((r) => r.checkpoint?.state === 'complete').map((r) => policyContainerKey(r.checkpoint as PolicyCheckpoint)),
       );
-      for (const key of touched) run.deleted.push(...(await this.applyRetention(name, compiled, key, failures)));
+      run.deleted.push(...(await this.checkpointer.applyRetention(name, compiled, touched, failures)));
       const done = results.filter((r) => r.checkpoint?.state === 'complete').map((r) => r.checkpoint as PolicyCheckpoint);
       run.status = failures.length === 0 ? 'succeeded' : done.length ? 'partial' : 'failed';
       if (!targets.length) run.message = 'no running container matches the selector';
@@ -299,12 +308,14 @@ export class PolicyScheduler {
       run.error = failures[0] as PolicyError;
       if (failures.length > 1) run.message = [run.message, `${failures.length} problems; first shown`].filter(Boolean).join('; ');
     }
-    this.repo.saveRun(run);
     const p = this.repo.get(name);
-    if (!p) return; // deleted while it ran
+    if (!p) {
+      this.repo.finishRun(run, undefined, undefined); // the policy was deleted while it ran
+      return;
+    }
     const s: PolicyStatus = p.status;
     s.containers = selected;
-    s.checkpoints = this.repo.checkpoints(name, ['complete']).length;
+    s.checkpoints = this.repo.countCheckpoints(name, 'complete');
     if (run.status === 'failed') {
       s.consecutiveFailures += 1;
       s.lastError = run.error as PolicyError;
@@ -325,7 +336,7 @@ export class PolicyScheduler {
       }
     }
     s.phase = p.spec.suspend ? 'Suspended' : s.consecutiveFailures ? 'Failing' : 'Active';
-    this.repo.save(p, p.spec.suspend ? undefined : s.nextRunAt);
+    this.repo.finishRun(run, p, p.spec.suspend ? undefined : s.nextRunAt);
   }
 
   /** The running containers the policy selects, node by node; a node that cannot be asked is a failure of this run. */
@@ -343,7 +354,7 @@ export class PolicyScheduler {
           return [];
         }
         try {
-          const containers = await this.nodes.client(n.name).containers(sel.runtime);
+          const containers = await this.listContainers(n.name, sel.runtime);
           return containers
             .filter((c) => selects(sel, n.name, c) && !fenced.has(`${n.name}/${c.id}`))
             .map((container) => ({ node: n.name, container }));
@@ -357,155 +368,18 @@ export class PolicyScheduler {
   }
 
   /**
-   * A coordinated run: every selected container is frozen (one hold per node), checkpointed while the
-   * whole group stays frozen, then thawed together, so the checkpoints form one consistent cut. A cut
-   * missing one container is no cut: its checkpoints are deleted and the run fails. Copies to other nodes
-   * are made after the thaw, outside the workload's frozen time.
+   * A node's containers, asked at most once per INVENTORY_TTL_MS: when hundreds of policies fire together
+   * they share one listing per node instead of each asking every node. A container started within that
+   * time is protected from the next run on.
    */
-  private async checkpointGroup(p: Policy, compiled: CompiledPolicy, run: PolicyRun, targets: Target[]): Promise<CheckpointResult[]> {
-    if (!targets.length) return [];
-    const byNode = new Map<string, Target[]>();
-    for (const t of targets) byNode.set(t.node, [...(byNode.get(t.node) ?? []), t]);
-    const holds: { node: string; id: string }[] = [];
-    const t0 = performance.now();
-    const held = await Promise.allSettled(
-      [...byNode].map(async ([node, ts]) => {
-        const h = await this.nodes.client(node).hold({
-          containers: ts.map((t) => ({ runtime: t.container.runtime, container: t.container.id })),
-          ttlMs: this.holdTtlMs,
-        });
-        holds.push({ node, id: h.id });
-      }),
-    );
-    const holdFailure = held.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    let results: CheckpointResult[] = [];
-    try {
-      if (holdFailure) {
-        const error = asPolicyError(holdFailure.reason, 'freezing the group');
-        return targets.map(() => ({ error }));
-      }
-      results = await Promise.all(targets.map((t) => this.checkpointOne(p, compiled, run, t, 0)));
-    } finally {
-      await Promise.allSettled(holds.map((h) => this.nodes.client(h.node).releaseHold(h.id)));
-      run.groupFrozenMs = Math.round(performance.now() - t0);
-    }
-    const taken = results.filter((r) => r.checkpoint?.state === 'complete').map((r) => r.checkpoint as PolicyCheckpoint);
-    if (taken.length < targets.length) {
-      for (const c of taken) await this.deleteCheckpoint(c);
-      const first = results.find((r) => r.error)?.error;
-      const error = policyError(
-        first?.code ?? 'internal',
-        `the group's cut is incomplete, so none of it was kept: ${first?.message ?? 'unknown'}`,
-      );
-      return targets.map(() => ({ error }));
-    }
-    for (const r of results) {
-      const copyError = await this.replicate(r.checkpoint as PolicyCheckpoint, compiled.replicas);
-      if (copyError) r.error = copyError;
-      this.repo.saveCheckpoint(r.checkpoint as PolicyCheckpoint);
-    }
-    return results;
-  }
-
-  private async checkpointOne(p: Policy, compiled: CompiledPolicy, run: PolicyRun, t: Target, replicas: number): Promise<CheckpointResult> {
-    const c: PolicyCheckpoint = {
-      id: checkpointId(p.metadata.name, this.now()),
-      policy: p.metadata.name,
-      runId: run.id,
-      node: t.node,
-      runtime: t.container.runtime,
-      containerId: t.container.id,
-      containerName: t.container.name,
-      state: 'pending',
-      createdAt: new Date(this.now()).toISOString(),
-    };
-    const key = policyContainerKey(c);
-    if (this.busy.has(key)) {
-      return { error: policyError('conflict', `${c.containerName} on ${c.node} is still being checkpointed by an earlier run; skipped`) };
-    }
-    this.busy.add(key);
-    this.repo.saveCheckpoint(c);
-    run.checkpoints.push(c.id);
-    const t0 = performance.now();
-    try {
-      const m = await this.nodes
-        .client(t.node)
-        .checkpoint({ runtime: c.runtime, container: c.containerId, leaveRunning: compiled.leaveRunning, id: c.id });
-      Object.assign(c, {
-        state: 'complete',
-        createdAt: m.createdAt,
-        bytes: m.totalBytes,
-        totalMs: Math.round(performance.now() - t0),
-        ...(m.stats ? { frozenMs: m.stats.frozenTimeMs } : {}),
-      });
-      const copyError = await this.replicate(c, replicas);
-      return { checkpoint: c, ...(copyError ? { error: copyError } : {}) };
-    } catch (err) {
-      c.state = 'failed';
-      c.error = asPolicyError(err, `checkpointing ${c.containerName} on ${c.node}`);
-      return { checkpoint: c, error: c.error };
-    } finally {
-      this.repo.saveCheckpoint(c);
-      this.busy.delete(key);
-    }
-  }
-
-  /** Copies a fresh checkpoint to other nodes; the checkpoint counts, a missing copy is this run's error. */
-  private async replicate(c: PolicyCheckpoint, replicas: number): Promise<PolicyError | undefined> {
-    const targets = this.placement.replicaNodes(c.node, c.runtime, replicas);
-    const copies: string[] = [];
-    let error: PolicyError | undefined;
-    for (const target of targets) {
-      try {
-        await this.nodes.client(c.node).send(c.id, this.nodes.peer(target));
-        copies.push(target);
-      } catch (err) {
-        error = asPolicyError(err, `copying ${c.id} to ${target}`);
-      }
-    }
-    if (copies.length) c.copies = copies;
-    if (!error && copies.length < replicas) {
-      error = policyError(
-        'incompatible_nodes',
-        `${c.id} has ${copies.length} of ${replicas} copies: not enough healthy nodes can restore it`,
-      );
-    }
-    return error;
-  }
-
-  private async applyRetention(policy: string, compiled: CompiledPolicy, key: string, failures: PolicyError[]): Promise<string[]> {
-    const kept = this.repo.checkpoints(policy, ['complete'], key);
-    const doomed = checkpointsToDelete(
-      kept.map((c) => ({ id: c.id, createdAt: c.createdAt, bytes: c.bytes ?? 0, ...(c.parent ? { parent: c.parent } : {}) })),
-      compiled.retention,
-      this.now(),
-    );
-    const deleted: string[] = [];
-    for (const id of doomed) {
-      const c = kept.find((k) => k.id === id) as PolicyCheckpoint;
-      const err = await this.deleteCheckpoint(c);
-      if (err) failures.push(err);
-      else deleted.push(id);
-    }
-    return deleted;
-  }
-
-  /** Deletes every copy; already gone counts as deleted. Copies that could not be deleted stay on record, to retry. */
-  private async deleteCheckpoint(c: PolicyCheckpoint): Promise<PolicyError | undefined> {
-    const left: string[] = [];
-    let error: PolicyError | undefined;
-    for (const node of [c.node, ...(c.copies ?? [])]) {
-      try {
-        await this.nodes.client(node).deleteCheckpoint(c.id);
-      } catch (err) {
-        if (isFerryError(err) && err.code === 'checkpoint_not_found') continue;
-        left.push(node);
-        error = asPolicyError(err, `deleting ${c.id} on ${node} (retried next run)`);
-      }
-    }
-    const [node, ...copies] = left;
-    this.repo.saveCheckpoint(node ? { ...c, node, copies } : { ...c, state: 'deleted' });
-    return error;
+  private listContainers(node: string, runtime: RuntimeName | undefined): Promise<ContainerInfo[]> {
+    const key = `${node}/${runtime ?? '*'}`;
+    const cached = this.inventory.get(key);
+    if (cached && this.now() - cached.at < INVENTORY_TTL_MS) return cached.listing;
+    const listing = this.nodes.client(node).containers(runtime);
+    this.inventory.set(key, { at: this.now(), listing });
+    listing.catch(() => this.inventory.delete(key));
+    return listing;
   }
 
   private intervalFor(p: Policy, compiled: CompiledPolicy): PolicyStatus['interval'] {
@@ -534,17 +408,4 @@ function incrementalNote(p: Policy): string {
   return 'full checkpoints only: pre-dump chains for policies are not implemented yet';
 }
 
-function policyError(code: string, message: string): PolicyError {
-  return { code, message, at: new Date().toISOString() };
-}
-
-function asPolicyError(err: unknown, doing?: string): PolicyError {
-  const code = isFerryError(err) ? err.code : 'internal';
-  const message = (err as Error).message ?? String(err);
-  return policyError(code, doing ? `${doing}: ${message}` : message);
-}
-
 const runId = (now: number) => `r-${now.toString(36)}-${randomBytes(3).toString('hex')}`;
-
-/** Unique per checkpoint and valid as an agent checkpoint id (lowercase, at most 64 characters). */
-const checkpointId = (policy: string, now: number) => `${policy.slice(0, 40)}-${now.toString(36)}-${randomBytes(2).toString('hex')}`;

@@ -109,6 +109,9 @@ export interface PolicyRun {
   policy: string;
   status: 'running' | 'succeeded' | 'partial' | 'failed' | 'interrupted' | 'skipped';
   startedAt: string;
+  /** When a scheduled run was due, and how late it started (the scheduler's lag). */
+  dueAt?: string;
+  lagMs?: number;
   finishedAt?: string;
   /** Why it ran: on schedule, asked for, or a run lost to a controller restart. */
   trigger: 'schedule' | 'manual' | 'recovery';

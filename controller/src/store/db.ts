@@ -55,6 +55,7 @@ const MIGRATIONS: string[] = [
      created_at TEXT NOT NULL,
      updated_at TEXT NOT NULL
    );
+   CREATE INDEX policies_by_next_run ON policies (next_run_at) WHERE next_run_at IS NOT NULL;
    CREATE TABLE policy_runs (
      id TEXT PRIMARY KEY,
      policy TEXT NOT NULL,
@@ -84,6 +85,22 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX policy_recoveries_by_fence ON policy_recoveries (fence, lost_node);`,
 ];
+
+/**
+ * Statements prepared once per text and reused: under load, preparing on every call cost more than
+ * running the statements.
+ */
+export function statementCache(db: Db): (sql: string) => Database.Statement {
+  const cache = new Map<string, Database.Statement>();
+  return (sql) => {
+    let st = cache.get(sql);
+    if (!st) {
+      st = db.prepare(sql);
+      cache.set(sql, st);
+    }
+    return st;
+  };
+}
 
 export function openDatabase(file: string): Db {
   if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });

@@ -1,50 +1,61 @@
 /** Policies, their runs and the checkpoints they took, in the embedded store. Records are JSON; the columns are for queries. */
 import type { Policy, PolicyCheckpoint, PolicyRecovery, PolicyRun } from '../policy/types.js';
-import type { Db } from './db.js';
+import type Database from 'better-sqlite3';
+import { type Db, statementCache } from './db.js';
 
 /** The identity a policy's checkpoints are kept by: the same container keeps its history when it moves node. */
 export const policyContainerKey = (c: Pick<PolicyCheckpoint, 'runtime' | 'containerName'>) => `${c.runtime}/${c.containerName}`;
 
 export class PolicyRepo {
-  constructor(private readonly db: Db) {}
+  private readonly sql: (text: string) => Database.Statement;
+
+  constructor(private readonly db: Db) {
+    this.sql = statementCache(db);
+  }
 
   save(p: Policy, nextRunAt: string | undefined): void {
-    this.db
-      .prepare(
-        `INSERT INTO policies (name, document, status, generation, next_run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+    this.sql(
+      `INSERT INTO policies (name, document, status, generation, next_run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET document = excluded.document, status = excluded.status, generation = excluded.generation,
            next_run_at = excluded.next_run_at, updated_at = excluded.updated_at`,
-      )
-      .run(
-        p.metadata.name,
-        JSON.stringify(p),
-        JSON.stringify(p.status),
-        p.metadata.generation,
-        nextRunAt ?? null,
-        p.metadata.createdAt,
-        p.metadata.updatedAt,
-      );
+    ).run(
+      p.metadata.name,
+      JSON.stringify(p),
+      JSON.stringify(p.status),
+      p.metadata.generation,
+      nextRunAt ?? null,
+      p.metadata.createdAt,
+      p.metadata.updatedAt,
+    );
   }
 
   get(name: string): Policy | undefined {
-    const row = this.db.prepare('SELECT document, status FROM policies WHERE name = ?').get(name) as
+    const row = this.sql('SELECT document, status FROM policies WHERE name = ?').get(name) as
       | { document: string; status: string }
       | undefined;
     return row ? { ...(JSON.parse(row.document) as Policy), status: JSON.parse(row.status) } : undefined;
   }
 
   list(): Policy[] {
-    const rows = this.db.prepare('SELECT document, status FROM policies ORDER BY name').all() as { document: string; status: string }[];
+    const rows = this.sql('SELECT document, status FROM policies ORDER BY name').all() as { document: string; status: string }[];
     return rows.map((r) => ({ ...(JSON.parse(r.document) as Policy), status: JSON.parse(r.status) }));
   }
 
+  /** Names and due times of the policies that are scheduled (not suspended), soonest first. */
+  schedule(): { name: string; nextRunAt: string }[] {
+    return this.sql('SELECT name, next_run_at AS nextRunAt FROM policies WHERE next_run_at IS NOT NULL ORDER BY next_run_at').all() as {
+      name: string;
+      nextRunAt: string;
+    }[];
+  }
+
   nextRunAt(name: string): string | undefined {
-    const row = this.db.prepare('SELECT next_run_at FROM policies WHERE name = ?').get(name) as { next_run_at: string | null } | undefined;
+    const row = this.sql('SELECT next_run_at FROM policies WHERE name = ?').get(name) as { next_run_at: string | null } | undefined;
     return row?.next_run_at ?? undefined;
   }
 
   remove(name: string): boolean {
-    return this.db.prepare('DELETE FROM policies WHERE name = ?').run(name).changes > 0;
+    return this.sql('DELETE FROM policies WHERE name = ?').run(name).changes > 0;
   }
 
   /** Records that a run starts and when the next one is due, in one transaction: a restart neither repeats nor skips it. */
@@ -55,77 +66,87 @@ export class PolicyRepo {
     })();
   }
 
+  /** A finished run and its policy's status, in one commit. */
+  finishRun(run: PolicyRun, p: Policy | undefined, nextRunAt: string | undefined): void {
+    this.db.transaction(() => {
+      this.saveRun(run);
+      if (p) this.save(p, nextRunAt);
+    })();
+  }
+
   saveRun(run: PolicyRun): void {
-    this.db
-      .prepare(
-        `INSERT INTO policy_runs (id, policy, status, record, started_at) VALUES (?, ?, ?, ?, ?)
+    this.sql(
+      `INSERT INTO policy_runs (id, policy, status, record, started_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, record = excluded.record`,
-      )
-      .run(run.id, run.policy, run.status, JSON.stringify(run), run.startedAt);
+    ).run(run.id, run.policy, run.status, JSON.stringify(run), run.startedAt);
   }
 
   runs(policy: string, limit = 50): PolicyRun[] {
-    const rows = this.db.prepare('SELECT record FROM policy_runs WHERE policy = ? ORDER BY started_at DESC LIMIT ?').all(policy, limit) as {
+    const rows = this.sql('SELECT record FROM policy_runs WHERE policy = ? ORDER BY started_at DESC LIMIT ?').all(policy, limit) as {
       record: string;
     }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyRun);
   }
 
   unfinishedRuns(): PolicyRun[] {
-    const rows = this.db.prepare("SELECT record FROM policy_runs WHERE status = 'running'").all() as { record: string }[];
+    const rows = this.sql("SELECT record FROM policy_runs WHERE status = 'running'").all() as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyRun);
   }
 
   saveCheckpoint(c: PolicyCheckpoint): void {
-    this.db
-      .prepare(
-        `INSERT INTO policy_checkpoints (id, policy, container_key, state, record, created_at) VALUES (?, ?, ?, ?, ?, ?)
+    this.sql(
+      `INSERT INTO policy_checkpoints (id, policy, container_key, state, record, created_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record`,
-      )
-      .run(c.id, c.policy, policyContainerKey(c), c.state, JSON.stringify(c), c.createdAt);
+    ).run(c.id, c.policy, policyContainerKey(c), c.state, JSON.stringify(c), c.createdAt);
+  }
+
+  /** Several checkpoint records in one transaction (one commit for a whole run). */
+  saveCheckpoints(cs: PolicyCheckpoint[]): void {
+    if (!cs.length) return;
+    this.db.transaction(() => {
+      for (const c of cs) this.saveCheckpoint(c);
+    })();
   }
 
   /** A policy's checkpoints in the given states, oldest first; of one container when `containerKey` is given. */
   checkpoints(policy: string, states: PolicyCheckpoint['state'][], containerKey?: string): PolicyCheckpoint[] {
     const marks = states.map(() => '?').join(', ');
-    const rows = this.db
-      .prepare(
-        `SELECT record FROM policy_checkpoints WHERE policy = ? AND state IN (${marks}) ${containerKey ? 'AND container_key = ?' : ''} ORDER BY created_at`,
-      )
-      .all(policy, ...states, ...(containerKey ? [containerKey] : [])) as { record: string }[];
+    const rows = this.sql(
+      `SELECT record FROM policy_checkpoints WHERE policy = ? AND state IN (${marks}) ${containerKey ? 'AND container_key = ?' : ''} ORDER BY created_at`,
+    ).all(policy, ...states, ...(containerKey ? [containerKey] : [])) as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
   }
 
+  countCheckpoints(policy: string, state: PolicyCheckpoint['state']): number {
+    return (this.sql('SELECT COUNT(*) AS n FROM policy_checkpoints WHERE policy = ? AND state = ?').get(policy, state) as { n: number }).n;
+  }
+
   pendingCheckpoints(): PolicyCheckpoint[] {
-    const rows = this.db.prepare("SELECT record FROM policy_checkpoints WHERE state = 'pending'").all() as { record: string }[];
+    const rows = this.sql("SELECT record FROM policy_checkpoints WHERE state = 'pending'").all() as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
   }
 
   /** How many kept checkpoint copies each node holds: the load measure for placing new copies. */
   copiesPerNode(): Map<string, number> {
-    const rows = this.db
-      .prepare(
-        `SELECT copy.value AS node, COUNT(*) AS n FROM policy_checkpoints, json_each(policy_checkpoints.record, '$.copies') AS copy
+    const rows = this.sql(
+      `SELECT copy.value AS node, COUNT(*) AS n FROM policy_checkpoints, json_each(policy_checkpoints.record, '$.copies') AS copy
          WHERE policy_checkpoints.state = 'complete' GROUP BY copy.value`,
-      )
-      .all() as { node: string; n: number }[];
+    ).all() as { node: string; n: number }[];
     return new Map(rows.map((r) => [r.node, r.n]));
   }
 
   saveRecovery(r: PolicyRecovery): void {
-    this.db
-      .prepare(
-        `INSERT INTO policy_recoveries (id, policy, container_key, lost_node, fence, record, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+    this.sql(
+      `INSERT INTO policy_recoveries (id, policy, container_key, lost_node, fence, record, at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET fence = excluded.fence, record = excluded.record`,
-      )
-      .run(r.id, r.policy, policyContainerKey(r), r.lostNode, r.fence, JSON.stringify(r), r.at);
+    ).run(r.id, r.policy, policyContainerKey(r), r.lostNode, r.fence, JSON.stringify(r), r.at);
   }
 
   recoveries(policy?: string): PolicyRecovery[] {
     const rows = (
       policy
-        ? this.db.prepare('SELECT record FROM policy_recoveries WHERE policy = ? ORDER BY at').all(policy)
-        : this.db.prepare('SELECT record FROM policy_recoveries ORDER BY at').all()
+        ? this.sql('SELECT record FROM policy_recoveries WHERE policy = ? ORDER BY at').all(policy)
+        : this.sql('SELECT record FROM policy_recoveries ORDER BY at').all()
     ) as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
   }
@@ -134,8 +155,8 @@ export class PolicyRepo {
   pendingFences(node?: string): PolicyRecovery[] {
     const rows = (
       node
-        ? this.db.prepare("SELECT record FROM policy_recoveries WHERE fence = 'pending' AND lost_node = ?").all(node)
-        : this.db.prepare("SELECT record FROM policy_recoveries WHERE fence = 'pending'").all()
+        ? this.sql("SELECT record FROM policy_recoveries WHERE fence = 'pending' AND lost_node = ?").all(node)
+        : this.sql("SELECT record FROM policy_recoveries WHERE fence = 'pending'").all()
     ) as { record: string }[];
     return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
   }
