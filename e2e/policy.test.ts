@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import type { PolicyEvent } from '../controller/src/policy/events.js';
 import type { PolicyDocument, PolicyRun } from '../controller/src/policy/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { runcCount, runcRemove, runcState, startCounting, startRuncCounter } from './support/runc.js';
@@ -61,6 +62,13 @@ test.serial('every 2s, keepLast 3: exactly three checkpoints remain, each restor
   const startCount = await startCounting(id, scratch, root);
   const startedAt = Date.now();
   await cluster.client().applyPolicy(policyOf('count', id, { retention: { keepLast: 3 } }));
+  const events: PolicyEvent[] = [];
+  const following = (async () => {
+    for await (const e of cluster.client().policyEvents('count')) {
+      events.push(e);
+      if (events.some((x) => x.type === 'deleted') && events.filter((x) => x.type === 'run-finished').length >= 2) break;
+    }
+  })();
 
   const runs = await waitFor(
     () => finishedRuns('count'),
@@ -79,6 +87,16 @@ test.serial('every 2s, keepLast 3: exactly three checkpoints remain, each restor
   const endCount = await runcCount(id, root);
   const rate = (endCount - startCount) / (Date.now() - startedAt);
 
+  await following;
+  t.true(events.some((e) => e.type === 'run-started' && e.policy === 'count'));
+  t.true(
+    events.some((e) => e.type === 'checkpoint' && e.message.includes(id)),
+    'each checkpoint is an event naming the container',
+  );
+  t.true(
+    events.some((e) => e.type === 'deleted'),
+    'retention deletions are events',
+  );
   const p = await cluster.client().policy('count');
   t.is(p.status.phase, 'Active');
   t.is(p.status.containers, 1);

@@ -164,6 +164,14 @@ export function addPolicyCommands(program: Command, ctx: CliContext): void {
       );
     });
   policy
+    .command('events <name>')
+    .description("follow a policy's events as they happen (runs, checkpoints, deletions, recoveries) until interrupted")
+    .action(async (name: string) => {
+      for await (const e of client().policyEvents(name)) {
+        ctx.print(e, () => `${when(e.at)}  ${e.type.padEnd(17)} ${e.message}`);
+      }
+    });
+  policy
     .command('run <name>')
     .description('run a policy now, outside its schedule, and wait for it')
     .action(async (name: string) => {

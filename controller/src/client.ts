@@ -4,6 +4,7 @@ import { ApiClient } from '../../agent/src/api-client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
 import type { MigrationEvent, MigrationRecord, MigrationRequest } from './migration/types.js';
 import type { PublicNode } from './nodes.js';
+import type { PolicyEvent } from './policy/events.js';
 import type { Policy, PolicyCheckpoint, PolicyDocument, PolicyRecovery, PolicyRun } from './policy/types.js';
 
 export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
@@ -66,10 +67,17 @@ export class ControllerClient extends ApiClient {
   }
 
   /** The migration's server-sent events, from the first, until it finishes. */
-  async *events(id: string): AsyncGenerator<MigrationEvent> {
-    const res = await this.call('GET', `/migrations/${encodeURIComponent(id)}/events`, undefined, {
-      headers: { accept: 'text/event-stream' },
-    });
+  events(id: string): AsyncGenerator<MigrationEvent> {
+    return this.serverSentEvents<MigrationEvent>(`/migrations/${encodeURIComponent(id)}/events`);
+  }
+
+  /** A policy's events as they happen, until the caller stops reading. */
+  policyEvents(name: string): AsyncGenerator<PolicyEvent> {
+    return this.serverSentEvents<PolicyEvent>(`/policies/${encodeURIComponent(name)}/events`);
+  }
+
+  private async *serverSentEvents<T>(path: string): AsyncGenerator<T> {
+    const res = await this.call('GET', path, undefined, { headers: { accept: 'text/event-stream' } });
     if (!res.body) return;
     const decoder = new TextDecoder();
     let buffered = '';
@@ -83,7 +91,7 @@ export class ControllerClient extends ApiClient {
           .filter((l) => l.startsWith('data: '))
           .map((l) => l.slice(6))
           .join('\n');
-        if (data) yield JSON.parse(data) as MigrationEvent;
+        if (data) yield JSON.parse(data) as T;
       }
     }
   }

@@ -8,6 +8,7 @@ import { type Db, openDatabase } from './store/db.js';
 import { MigrationRepo } from './store/migrations.js';
 import { NodeRepo } from './store/nodes.js';
 import { PolicyRepo } from './store/policies.js';
+import { PolicyEvents } from './policy/events.js';
 import { PolicyPlacement } from './policy/recovery.js';
 import { PolicyScheduler } from './policy/scheduler.js';
 
@@ -28,8 +29,9 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
   const recovered = orchestrator.recover();
   const policyRepo = new PolicyRepo(db);
-  const placement = new PolicyPlacement(policyRepo, nodes);
-  const policies = new PolicyScheduler(policyRepo, nodes, placement);
+  const policyEvents = new PolicyEvents();
+  const placement = new PolicyPlacement(policyRepo, nodes, policyEvents);
+  const policies = new PolicyScheduler(policyRepo, nodes, placement, policyEvents);
   nodes.onChecked(() => placement.afterHealthCheck());
   const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, logger });
   const url = await app.listen({ host: cfg.host, port: cfg.port });

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { policyDocumentSchema, POLICY_NAME_PATTERN } from '../policy/schema.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import type { PolicyDocument } from '../policy/types.js';
+import { openEventStream } from './sse.js';
 
 const errors = Object.fromEntries([400, 401, 404, 409, 500, 501, 502, 503].map((s) => [s, { $ref: 'Error#' }]));
 const nameParams = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: POLICY_NAME_PATTERN } } } as const;
@@ -49,6 +50,11 @@ export const policyRoutes = {
     params: nameParams,
     response: { 200: list('recoveries'), ...errors },
   },
+  events: {
+    summary:
+      'Server-sent events of this policy as they happen: run started/finished, checkpoint taken or failed, deletions, recoveries, fences',
+    params: nameParams,
+  },
 } as const;
 
 export function registerPolicyRoutes(app: FastifyInstance, policies: PolicyScheduler): void {
@@ -73,6 +79,11 @@ export function registerPolicyRoutes(app: FastifyInstance, policies: PolicySched
   app.get<{ Params: { name: string } }>('/policies/:name/checkpoints', { schema: policyRoutes.checkpoints }, async (req) => ({
     checkpoints: policies.checkpoints(req.params.name),
   }));
+  app.get<{ Params: { name: string } }>('/policies/:name/events', { schema: policyRoutes.events }, async (req, reply) => {
+    policies.get(req.params.name);
+    const stream = openEventStream(reply);
+    stream.onClose(policies.events.subscribe(req.params.name, (e) => stream.send(e.seq, e.type, e)));
+  });
   app.get<{ Params: { name: string } }>('/policies/:name/recoveries', { schema: policyRoutes.recoveries }, async (req) => ({
     recoveries: policies.recoveries(req.params.name),
   }));

@@ -8,6 +8,7 @@ import { isFinished, type MigrationEvent, type MigrationRequest } from '../migra
 import type { NodeRegistry } from '../nodes.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { registerPolicyRoutes } from './policy-routes.js';
+import { openEventStream } from './sse.js';
 import { routes, sharedSchemas } from './schemas.js';
 
 export interface ControllerApiOptions {
@@ -66,22 +67,20 @@ export async function buildControllerApi({
     const id = req.params.id;
     const after = Number(req.headers['last-event-id'] ?? 0) || 0;
     const past = orchestrator.events(id, after);
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const stream = openEventStream(reply);
     let last = after;
     const send = (e: MigrationEvent) => {
       if (e.seq <= last) return;
       last = e.seq;
-      res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
-      if (e.type === 'finished') res.end();
+      stream.send(e.seq, e.type, e);
+      if (e.type === 'finished') stream.end();
     };
     // Subscribe before replaying, so an event between the two is neither lost nor sent twice (seq guards it).
     const unsubscribe = orchestrator.subscribe(id, send);
-    res.on('close', unsubscribe);
+    stream.onClose(unsubscribe);
     for (const e of past) send(e);
     for (const e of orchestrator.events(id, last)) send(e);
-    if (isFinished(orchestrator.get(id)) && !res.writableEnded) res.end();
+    if (isFinished(orchestrator.get(id))) stream.end();
   });
   registerPolicyRoutes(app, policies);
   return app;

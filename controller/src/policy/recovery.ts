@@ -11,6 +11,7 @@ import { checkCompatibility } from '../migration/preflight.js';
 import type { NodeRegistry, PublicNode } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { compilePolicy } from './compile.js';
+import type { PolicyEvents } from './events.js';
 import type { PolicyCheckpoint, PolicyRecovery } from './types.js';
 import { isFerryError } from '../../../agent/src/errors.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
@@ -19,6 +20,7 @@ export class PolicyPlacement {
   constructor(
     private readonly repo: PolicyRepo,
     private readonly nodes: NodeRegistry,
+    private readonly events: PolicyEvents,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -55,6 +57,12 @@ export class PolicyPlacement {
       try {
         await this.nodes.client(r.lostNode).removeContainer(r.runtime, r.lostContainerId);
         this.repo.saveRecovery({ ...r, fence: 'done', fencedAt: new Date(this.now()).toISOString() });
+        this.events.emit(
+          r.policy,
+          'fenced',
+          `${r.containerName} stopped on ${r.lostNode}, which answers again; it runs on ${r.targetNode}`,
+          { ...r },
+        );
       } catch {
         // Asked again after the next health check.
       }
@@ -128,6 +136,14 @@ export class PolicyPlacement {
     // Only a container running elsewhere is fenced: after a failed recovery the lost node's copy is the only one.
     if (r.status !== 'restored') r.fence = 'none';
     this.repo.saveRecovery(r);
+    this.events.emit(
+      r.policy,
+      'recovered',
+      r.status === 'restored'
+        ? `${r.containerName} restored on ${r.targetNode} from ${r.checkpoint} (node ${r.lostNode} lost; ${Math.round(r.lostWorkMs / 1000)} s of work lost)`
+        : `${r.containerName} of lost node ${r.lostNode} could not be restored: ${r.error?.message}`,
+      { ...r },
+    );
   }
 }
 

@@ -14,6 +14,7 @@ import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
 import { asPolicyError, PolicyCheckpointer, policyError, type Target } from './checkpointer.js';
+import type { PolicyEvents } from './events.js';
 import type { PolicyPlacement } from './recovery.js';
 import {
   POLICY_API_VERSION,
@@ -60,6 +61,7 @@ export class PolicyScheduler {
     private readonly repo: PolicyRepo,
     private readonly nodes: NodeRegistry,
     placement: PolicyPlacement,
+    readonly events: PolicyEvents,
     opts: SchedulerOptions = {},
   ) {
     this.jitterFraction = opts.jitterFraction ?? 0.1;
@@ -271,17 +273,31 @@ export class PolicyScheduler {
       trigger === 'manual' ? this.repo.nextRunAt(name) : new Date(this.now() + interval.ms + this.jitter(interval.ms)).toISOString();
     p.status = { ...p.status, lastRunAt: startedAt, interval, ...(next ? { nextRunAt: next } : {}) };
     this.repo.startRun(run, p, next);
+    this.events.emit(name, 'run-started', `run ${run.id} started (${trigger})`, {
+      run: run.id,
+      ...(run.lagMs !== undefined ? { lagMs: run.lagMs } : {}),
+    });
 
     const failures: PolicyError[] = [];
     let targets: Target[] = [];
     try {
       targets = await this.targets(p, failures);
       const results = await this.checkpointer.checkpointAll(name, compiled, Boolean(p.spec.coordinated), run, targets);
-      for (const r of results) if (r.error) failures.push(r.error);
+      for (const r of results) {
+        if (r.error) failures.push(r.error);
+        const c = r.checkpoint;
+        if (c?.state === 'complete') {
+          this.events.emit(name, 'checkpoint', `${c.id}: ${c.containerName} on ${[c.node, ...(c.copies ?? [])].join(', ')}`, { ...c });
+        } else if (r.error) {
+          this.events.emit(name, 'checkpoint-failed', r.error.message, { ...r.error });
+        }
+      }
       const touched = new Set(
         results.filter((r) => r.checkpoint?.state === 'complete').map((r) => policyContainerKey(r.checkpoint as PolicyCheckpoint)),
       );
-      run.deleted.push(...(await this.checkpointer.applyRetention(name, compiled, touched, failures)));
+      const deleted = await this.checkpointer.applyRetention(name, compiled, touched, failures);
+      if (deleted.length) this.events.emit(name, 'deleted', `retention deleted ${deleted.join(', ')}`, { checkpoints: deleted });
+      run.deleted.push(...deleted);
       const done = results.filter((r) => r.checkpoint?.state === 'complete').map((r) => r.checkpoint as PolicyCheckpoint);
       run.status = failures.length === 0 ? 'succeeded' : done.length ? 'partial' : 'failed';
       if (!targets.length) run.message = 'no running container matches the selector';
@@ -291,6 +307,7 @@ export class PolicyScheduler {
       run.status = 'failed';
       this.finish(name, run, [], targets.length, failures, interval.ms);
     }
+    this.events.emit(name, 'run-finished', `run ${run.id} ${run.status}${run.error ? `: ${run.error.message}` : ''}`, { ...run });
     return run;
   }
 

@@ -1,0 +1,27 @@
+/** Server-sent events on a hijacked fastify reply: the stream format both event routes speak. */
+import type { FastifyReply } from 'fastify';
+
+export interface EventStream {
+  send(id: number, type: string, data: unknown): void;
+  end(): void;
+  readonly ended: boolean;
+  onClose(fn: () => void): void;
+}
+
+export function openEventStream(reply: FastifyReply): EventStream {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  return {
+    send: (id, type, data) => {
+      if (!res.writableEnded) res.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    },
+    end: () => {
+      if (!res.writableEnded) res.end();
+    },
+    get ended() {
+      return res.writableEnded;
+    },
+    onClose: (fn) => res.on('close', fn),
+  };
+}
