@@ -1,7 +1,9 @@
 /** Policy documents: what the schema and compile step refuse (with the field named), selection, retention. */
 import test from 'ava';
 import { Ajv } from 'ajv';
+import { fileURLToPath } from 'node:url';
 import { isFerryError } from '../../agent/src/errors.js';
+import { readPolicyFile } from '../../cli/src/policy-commands.js';
 import type { ContainerInfo } from '../../agent/src/runtimes/types.js';
 import { compilePolicy, selects } from '../src/policy/compile.js';
 import { checkpointsToDelete, type RetainedCheckpoint } from '../src/policy/retention.js';
@@ -114,4 +116,14 @@ test('retention: a parent that a kept checkpoint builds on is never deleted, and
   t.deepEqual(checkpointsToDelete(all, { keepLast: 2 }, NOW), [], 'keepLast 2 keeps f2 and d1, and d1 needs p1 and f1');
   t.deepEqual(checkpointsToDelete(all, { keepLast: 1 }, NOW), ['d1', 'p1', 'f1']);
   t.deepEqual(checkpointsToDelete(all, { maxBytes: 200 }, NOW), ['d1', 'p1', 'f1'], 'd1 with its parents would be 220 bytes on top of f2');
+});
+
+test('the example policies in crd/examples are valid and compile', async (t) => {
+  const file = fileURLToPath(new URL('../../crd/examples/checkpointpolicy.yaml', import.meta.url));
+  const docs = await readPolicyFile(file);
+  t.is(docs.length, 2);
+  for (const d of docs) {
+    t.true(validate(d), `${d.metadata.name}: ${JSON.stringify(validate.errors)}`);
+    t.notThrows(() => compilePolicy(d.spec));
+  }
 });

@@ -47,7 +47,7 @@ export class PolicyCheckpointer {
     const skipped: CheckpointResult[] = [];
     const planned: PolicyCheckpoint[] = [];
     for (const t of targets) {
-      const c = this.plan(policy, run, t);
+      const c = this.plan(policy, run, t, compiled.fullEvery);
       if (this.busy.has(policyContainerKey(c))) {
         skipped.push({
           error: policyError('conflict', `${c.containerName} on ${c.node} is still being checkpointed by an earlier run; skipped`),
@@ -70,8 +70,10 @@ export class PolicyCheckpointer {
     }
   }
 
-  private plan(policy: string, run: PolicyRun, t: Target): PolicyCheckpoint {
+  private plan(policy: string, run: PolicyRun, t: Target, fullEvery: number | undefined): PolicyCheckpoint {
+    const chain = fullEvery === undefined ? undefined : this.chainFor(policy, t, fullEvery);
     return {
+      ...chain,
       id: checkpointId(policy, this.now()),
       policy,
       runId: run.id,
@@ -84,19 +86,48 @@ export class PolicyCheckpointer {
     };
   }
 
+  /**
+   * The parent for this container's next checkpoint: its latest on the same node, unless the chain is
+   * already `fullEvery` long or the node cannot dump increments (then `fullBecause` says why).
+   */
+  private chainFor(policy: string, t: Target, fullEvery: number): Pick<PolicyCheckpoint, 'parent' | 'fullBecause'> {
+    const never = (reason: string) => ({ fullBecause: { reason, unsupported: true } });
+    if (t.container.runtime !== 'runc') return never(`incremental chains need runc; ${t.container.name} runs under ${t.container.runtime}`);
+    const caps = this.nodes.list().find((n) => n.name === t.node)?.capabilities;
+    if (!caps?.criu.memDirtyTrack) return never(`node ${t.node}'s kernel does not track dirty memory (soft-dirty)`);
+    const mine = this.repo
+      .checkpoints(policy, ['complete'], policyContainerKey({ runtime: t.container.runtime, containerName: t.container.name }))
+      .filter((c) => c.node === t.node && c.containerId === t.container.id);
+    const latest = mine.at(-1);
+    if (!latest) return { fullBecause: { reason: 'first of its chain', unsupported: false } };
+    let depth = 1;
+    for (let cur = latest; cur.parent; depth++) {
+      const up = mine.find((c) => c.id === cur.parent);
+      if (!up) break;
+      cur = up;
+    }
+    return depth >= fullEvery
+      ? { fullBecause: { reason: `a full checkpoint every ${fullEvery}`, unsupported: false } }
+      : { parent: latest.id };
+  }
+
   /** Asks the agent; the record `c` is updated in place and saved by the caller. */
   private async take(compiled: CompiledPolicy, c: PolicyCheckpoint, replicas: number): Promise<CheckpointResult> {
     const t0 = performance.now();
     try {
-      const m = await this.nodes
-        .client(c.node)
-        .checkpoint({ runtime: c.runtime, container: c.containerId, leaveRunning: compiled.leaveRunning, id: c.id });
+      const m = await this.nodes.client(c.node).checkpoint({
+        runtime: c.runtime,
+        container: c.containerId,
+        leaveRunning: compiled.leaveRunning,
+        id: c.id,
+        ...(c.parent ? { parent: c.parent } : {}),
+      });
       Object.assign(c, {
         state: 'complete',
         createdAt: m.createdAt,
         bytes: m.totalBytes,
         totalMs: Math.round(performance.now() - t0),
-        ...(m.stats ? { frozenMs: m.stats.frozenTimeMs } : {}),
+        ...(m.stats ? { frozenMs: m.stats.frozenTimeMs, pagesWritten: m.stats.pagesWritten } : {}),
       });
       const copyError = await this.replicate(c, replicas);
       return { checkpoint: c, ...(copyError ? { error: copyError } : {}) };

@@ -17,6 +17,8 @@ export interface CompiledPolicy {
   leaveRunning: boolean;
   suspend: boolean;
   replicas: number;
+  /** Incremental chains: a checkpoint without parent at least every `fullEvery` checkpoints of a container. */
+  fullEvery?: number;
   /** How long a node may be silent before this policy's containers on it are restored elsewhere; absent: never. */
   recoverAfterMs?: number;
 }
@@ -79,6 +81,7 @@ export function compilePolicy(spec: PolicySpec): CompiledPolicy {
     leaveRunning: spec.leaveRunning ?? true,
     suspend: spec.suspend ?? false,
     replicas,
+    ...(spec.incremental ? { fullEvery: spec.incremental.fullEvery } : {}),
     ...(spec.recovery ? { recoverAfterMs: parseDuration(spec.recovery.after, 'spec.recovery.after') } : {}),
   };
 }

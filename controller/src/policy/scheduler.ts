@@ -92,7 +92,10 @@ export class PolicyScheduler {
     const interval = this.intervalFor(policy, compiled);
     policy.status.interval = interval;
     policy.status.phase = compiled.suspend ? 'Suspended' : policy.status.consecutiveFailures ? 'Failing' : 'Active';
-    policy.status.incremental = incrementalNote(policy);
+    // What the last run found (e.g. no dirty tracking on a node) stays until the incremental setting changes.
+    if (JSON.stringify(existing?.spec.incremental) !== JSON.stringify(doc.spec.incremental) || !existing) {
+      policy.status.incremental = incrementalNote(policy);
+    }
     // A changed policy runs once now (its first checkpoint protects at once), then on its interval.
     const next = compiled.suspend ? undefined : changed ? at : (this.repo.nextRunAt(policy.metadata.name) ?? at);
     if (next) policy.status.nextRunAt = next;
@@ -332,6 +335,7 @@ export class PolicyScheduler {
     }
     const s: PolicyStatus = p.status;
     s.containers = selected;
+    if (done.length) s.incremental = incrementalNote(p, done);
     s.checkpoints = this.repo.countCheckpoints(name, 'complete');
     if (run.status === 'failed') {
       s.consecutiveFailures += 1;
@@ -420,9 +424,13 @@ function initialStatus(): PolicyStatus {
   return { phase: 'Active', consecutiveFailures: 0, interval: { ms: 0, reason: '' }, containers: 0, checkpoints: 0, incremental: 'off' };
 }
 
-function incrementalNote(p: Policy): string {
+function incrementalNote(p: Policy, done: PolicyCheckpoint[] = []): string {
   if (!p.spec.incremental) return 'off: every checkpoint is full';
-  return 'full checkpoints only: pre-dump chains for policies are not implemented yet';
+  const chains = `chains of up to ${p.spec.incremental.fullEvery}`;
+  const never = done.find((c) => c.fullBecause?.unsupported);
+  if (never) return `full checkpoints: ${never.fullBecause?.reason}`;
+  if (!done.length) return `${chains}, from the next run`;
+  return `${chains}: ${done.filter((c) => c.parent).length} of the last run's ${done.length} checkpoints built on a parent`;
 }
 
 const runId = (now: number) => `r-${now.toString(36)}-${randomBytes(3).toString('hex')}`;

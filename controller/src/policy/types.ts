@@ -31,7 +31,11 @@ export interface Retention {
 export interface PolicySpec {
   selector: PolicySelector;
   schedule: Schedule;
-  /** Pre-dump chains: a full checkpoint every `fullEvery` runs, memory deltas between (needs dirty tracking). */
+  /**
+   * Incremental chains: each checkpoint dumps with the container's previous one as parent (memory that
+   * did not change is not written again), a checkpoint without parent every `fullEvery`; needs runc on a
+   * node whose kernel tracks dirty memory, else every checkpoint is full and the status says why.
+   */
   incremental?: { fullEvery: number };
   retention?: Retention;
   /** One consistent cut of all selected containers (freeze all, dump all, resume all). */
@@ -95,10 +99,14 @@ export interface PolicyCheckpoint {
   parent?: string;
   /** Nodes that hold a verified copy besides `node`. */
   copies?: string[];
+  /** Why this checkpoint has no parent although the policy asked for incremental chains; `unsupported` when it never can have one there. */
+  fullBecause?: { reason: string; unsupported: boolean };
   /** pending: asked for and journaled; complete: on the node, verified by the agent's store. */
   state: 'pending' | 'complete' | 'failed' | 'deleted';
   createdAt: string;
   bytes?: number;
+  /** CRIU's pages written: with a parent, only what changed since it. */
+  pagesWritten?: number;
   frozenMs?: number;
   totalMs?: number;
   error?: PolicyError;
