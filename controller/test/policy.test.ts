@@ -118,6 +118,14 @@ test('retention: a parent that a kept checkpoint builds on is never deleted, and
   t.deepEqual(checkpointsToDelete(all, { maxBytes: 200 }, NOW), ['d1', 'p1', 'f1'], 'd1 with its parents would be 220 bytes on top of f2');
 });
 
+test('retention: a memory-only base is not counted by keepLast and goes when no kept checkpoint needs it', (t) => {
+  const base = (id: string, minutesAgo: number): RetainedCheckpoint => ({ ...cp(id, minutesAgo, 100), memoryOnly: true });
+  // Two chains: b1 <- h1 <- i1, b2 <- h2.
+  const all = [base('b1', 50), cp('h1', 49, 5, 'b1'), cp('i1', 40, 5, 'h1'), base('b2', 30), cp('h2', 29, 5, 'b2')];
+  t.deepEqual(checkpointsToDelete(all, { keepLast: 2 }, NOW), [], 'h2 and i1 kept; i1 needs h1 and b1');
+  t.deepEqual(checkpointsToDelete(all, { keepLast: 1 }, NOW), ['i1', 'h1', 'b1']);
+});
+
 test('the example policies in crd/examples are valid and compile', async (t) => {
   const file = fileURLToPath(new URL('../../crd/examples/checkpointpolicy.yaml', import.meta.url));
   const docs = await readPolicyFile(file);

@@ -59,13 +59,14 @@ export class PolicyCheckpointer {
     }
     this.repo.saveCheckpoints(planned);
     run.checkpoints.push(...planned.map((c) => c.id));
+    const bases: PolicyCheckpoint[] = [];
     try {
       const taken = coordinated
-        ? await this.takeGroup(compiled, run, planned)
-        : await Promise.all(planned.map((c) => this.take(compiled, c, compiled.replicas)));
+        ? await this.takeGroup(compiled, run, planned, bases)
+        : await Promise.all(planned.map((c) => this.take(compiled, c, compiled.replicas, bases)));
       return [...skipped, ...taken];
     } finally {
-      this.repo.saveCheckpoints(planned);
+      this.repo.saveCheckpoints([...bases, ...planned]);
       for (const c of planned) this.busy.delete(policyContainerKey(c));
     }
   }
@@ -97,13 +98,15 @@ export class PolicyCheckpointer {
     if (!caps?.criu.memDirtyTrack) return never(`node ${t.node}'s kernel does not track dirty memory (soft-dirty)`);
     const mine = this.repo
       .checkpoints(policy, ['complete'], policyContainerKey({ runtime: t.container.runtime, containerName: t.container.name }))
-      .filter((c) => c.node === t.node && c.containerId === t.container.id);
+      .filter((c) => c.node === t.node && c.containerId === t.container.id && !c.memoryOnly);
     const latest = mine.at(-1);
     if (!latest) return { fullBecause: { reason: 'first of its chain', unsupported: false } };
+    // Only restorable checkpoints count: a chain head's memory-only base is not one of the fullEvery.
     let depth = 1;
-    for (let cur = latest; cur.parent; depth++) {
+    for (let cur = latest; cur.parent; ) {
       const up = mine.find((c) => c.id === cur.parent);
       if (!up) break;
+      depth++;
       cur = up;
     }
     return depth >= fullEvery
@@ -111,10 +114,34 @@ export class PolicyCheckpointer {
       : { parent: latest.id };
   }
 
-  /** Asks the agent; the record `c` is updated in place and saved by the caller. */
-  private async take(compiled: CompiledPolicy, c: PolicyCheckpoint, replicas: number): Promise<CheckpointResult> {
+  /**
+   * Asks the agent; the record `c` is updated in place and saved by the caller. A chain head on a node
+   * that tracks memory first gets a memory-only base (a pre-dump, added to `bases`): CRIU can build on a
+   * checkpoint only if it was taken with memory tracking, and runc turns tracking on only for a pre-dump
+   * or a dump with a parent.
+   */
+  private async take(
+    compiled: CompiledPolicy,
+    c: PolicyCheckpoint,
+    replicas: number,
+    bases: PolicyCheckpoint[],
+  ): Promise<CheckpointResult> {
     const t0 = performance.now();
+    let base: PolicyCheckpoint | undefined;
     try {
+      if (c.fullBecause && !c.fullBecause.unsupported) {
+        base = { ...c, id: `${c.id}-base`, memoryOnly: true, state: 'pending' };
+        delete base.fullBecause;
+        bases.push(base);
+        const b = await this.nodes.client(c.node).checkpoint({ runtime: c.runtime, container: c.containerId, preDump: true, id: base.id });
+        Object.assign(base, {
+          state: 'complete',
+          createdAt: b.createdAt,
+          bytes: b.totalBytes,
+          ...(b.stats ? { pagesWritten: b.stats.pagesWritten } : {}),
+        });
+        c.parent = base.id;
+      }
       const m = await this.nodes.client(c.node).checkpoint({
         runtime: c.runtime,
         container: c.containerId,
@@ -130,10 +157,15 @@ export class PolicyCheckpointer {
         ...(m.stats ? { frozenMs: m.stats.frozenTimeMs, pagesWritten: m.stats.pagesWritten } : {}),
       });
       const copyError = await this.replicate(c, replicas);
+      // The base travels with its child (parents go first), so it is held where the child is.
+      if (base && c.copies) base.copies = c.copies;
       return { checkpoint: c, ...(copyError ? { error: copyError } : {}) };
     } catch (err) {
       c.state = 'failed';
       c.error = asPolicyError(err, `checkpointing ${c.containerName} on ${c.node}`);
+      // A base without its checkpoint is no use to anyone.
+      if (base?.state === 'complete') Object.assign(base, (await this.deleteEverywhere(base)).record);
+      else if (base) base.state = 'failed';
       return { checkpoint: c, error: c.error };
     }
   }
@@ -144,7 +176,12 @@ export class PolicyCheckpointer {
    * missing one container is no cut: its checkpoints are deleted and the run fails. Copies to other nodes
    * are made after the thaw, outside the workload's frozen time.
    */
-  private async takeGroup(compiled: CompiledPolicy, run: PolicyRun, planned: PolicyCheckpoint[]): Promise<CheckpointResult[]> {
+  private async takeGroup(
+    compiled: CompiledPolicy,
+    run: PolicyRun,
+    planned: PolicyCheckpoint[],
+    bases: PolicyCheckpoint[],
+  ): Promise<CheckpointResult[]> {
     if (!planned.length) return [];
     const byNode = new Map<string, PolicyCheckpoint[]>();
     for (const c of planned) byNode.set(c.node, [...(byNode.get(c.node) ?? []), c]);
@@ -166,7 +203,7 @@ export class PolicyCheckpointer {
         for (const c of planned) Object.assign(c, { state: 'failed', error });
         return planned.map(() => ({ error }));
       }
-      results = await Promise.all(planned.map((c) => this.take(compiled, c, 0)));
+      results = await Promise.all(planned.map((c) => this.take(compiled, c, 0, bases)));
     } finally {
       await Promise.allSettled(holds.map((h) => this.nodes.client(h.node).releaseHold(h.id)));
       run.groupFrozenMs = Math.round(performance.now() - t0);
@@ -217,7 +254,13 @@ export class PolicyCheckpointer {
     for (const key of keys) {
       const kept = this.repo.checkpoints(policy, ['complete'], key);
       const ids = checkpointsToDelete(
-        kept.map((c) => ({ id: c.id, createdAt: c.createdAt, bytes: c.bytes ?? 0, ...(c.parent ? { parent: c.parent } : {}) })),
+        kept.map((c) => ({
+          id: c.id,
+          createdAt: c.createdAt,
+          bytes: c.bytes ?? 0,
+          ...(c.parent ? { parent: c.parent } : {}),
+          ...(c.memoryOnly ? { memoryOnly: true } : {}),
+        })),
         compiled.retention,
         this.now(),
       );
@@ -265,7 +308,8 @@ export function policyError(code: string, message: string): PolicyError {
 export function asPolicyError(err: unknown, doing?: string): PolicyError {
   const code = isFerryError(err) ? err.code : 'internal';
   const message = (err as Error).message ?? String(err);
-  return policyError(code, doing ? `${doing}: ${message}` : message);
+  const criuLog = isFerryError(err) ? err.criuLog : undefined;
+  return { ...policyError(code, doing ? `${doing}: ${message}` : message), ...(criuLog?.length ? { criuLog } : {}) };
 }
 
 /** Unique per checkpoint and valid as an agent checkpoint id (lowercase, at most 64 characters). */

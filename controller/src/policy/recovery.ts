@@ -85,7 +85,7 @@ export class PolicyPlacement {
       );
       if (!lost.size) continue;
       const latest = new Map<string, PolicyCheckpoint>();
-      for (const c of this.repo.checkpoints(p.metadata.name, ['complete'])) latest.set(policyContainerKey(c), c);
+      for (const c of this.repo.checkpoints(p.metadata.name, ['complete'])) if (!c.memoryOnly) latest.set(policyContainerKey(c), c);
       const done = new Map(this.repo.recoveries(p.metadata.name).map((r) => [r.id, r]));
       for (const c of latest.values()) {
         const node = lost.get(c.node);

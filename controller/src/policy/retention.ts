@@ -9,6 +9,8 @@ export interface RetainedCheckpoint {
   createdAt: string;
   bytes: number;
   parent?: string;
+  /** Memory only (a pre-dump): kept while a kept checkpoint builds on it, not counted by the rules. */
+  memoryOnly?: boolean;
 }
 
 export interface RetentionRule {
@@ -22,7 +24,7 @@ export function checkpointsToDelete(all: RetainedCheckpoint[], rule: RetentionRu
   const newestFirst = [...all].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   const kept = new Set<string>();
   let bytes = 0;
-  for (const [i, c] of newestFirst.entries()) {
+  for (const [i, c] of newestFirst.filter((x) => !x.memoryOnly).entries()) {
     const needs = [...ancestry(c, byId)].filter((id) => !kept.has(id));
     const extra = needs.reduce((n, id) => n + (byId.get(id)?.bytes ?? 0), 0);
     const within =

@@ -60,6 +60,8 @@ export interface PolicyError {
   code: string;
   message: string;
   at: string;
+  /** CRIU's own lines, where CRIU failed. */
+  criuLog?: string[];
 }
 
 export interface PolicyStatus {
@@ -97,6 +99,8 @@ export interface PolicyCheckpoint {
   containerId: string;
   containerName: string;
   parent?: string;
+  /** A chain head's memory-only base (a pre-dump): kept as a parent, never restored or counted on its own. */
+  memoryOnly?: boolean;
   /** Nodes that hold a verified copy besides `node`. */
   copies?: string[];
   /** Why this checkpoint has no parent although the policy asked for incremental chains; `unsupported` when it never can have one there. */

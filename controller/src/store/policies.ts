@@ -118,7 +118,10 @@ export class PolicyRepo {
   }
 
   countCheckpoints(policy: string, state: PolicyCheckpoint['state']): number {
-    return (this.sql('SELECT COUNT(*) AS n FROM policy_checkpoints WHERE policy = ? AND state = ?').get(policy, state) as { n: number }).n;
+    // Memory-only bases of incremental chains are parents, not checkpoints anyone restores: not counted.
+    const sql =
+      "SELECT COUNT(*) AS n FROM policy_checkpoints WHERE policy = ? AND state = ? AND json_extract(record, '$.memoryOnly') IS NULL";
+    return (this.sql(sql).get(policy, state) as { n: number }).n;
   }
 
   pendingCheckpoints(): PolicyCheckpoint[] {
