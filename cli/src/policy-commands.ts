@@ -39,7 +39,11 @@ const when = (iso?: string) =>
         .replace(/\.\d+Z$/, 'Z')
     : undefined;
 const schedule = (p: Policy) =>
-  'every' in p.spec.schedule ? `every ${p.spec.schedule.every}` : `adaptive (${p.spec.schedule.adaptive.formula ?? 'daly'})`;
+  'every' in p.spec.schedule
+    ? `every ${p.spec.schedule.every}`
+    : 'cron' in p.spec.schedule
+      ? `cron ${p.spec.schedule.cron}`
+      : `adaptive (${p.spec.schedule.adaptive.formula ?? 'daly'})`;
 
 export function policySummary(p: Policy): string {
   const s = p.status;

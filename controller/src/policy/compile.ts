@@ -5,9 +5,11 @@
 import { FerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { PolicySelector, PolicySpec } from './types.js';
+import { type Cron, parseCron } from './cron.js';
 import { parseDuration, parseSize } from './units.js';
 
 export type CompiledSchedule =
+  | { kind: 'cron'; cron: Cron; expression: string }
   | { kind: 'every'; everyMs: number }
   | { kind: 'adaptive'; mtbfMs: number; minMs: number; maxMs: number; formula: 'young' | 'daly' };
 
@@ -45,7 +47,9 @@ export function compilePolicy(spec: PolicySpec): CompiledPolicy {
   }
   const s = spec.schedule;
   let schedule: CompiledSchedule;
-  if ('every' in s) {
+  if ('cron' in s) {
+    schedule = { kind: 'cron', cron: parseCron(s.cron), expression: s.cron };
+  } else if ('every' in s) {
     schedule = { kind: 'every', everyMs: atLeastMinimum(parseDuration(s.every, 'spec.schedule.every'), 'spec.schedule.every') };
   } else {
     const a = s.adaptive;

@@ -13,6 +13,7 @@ import type { NodeRegistry } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
+import { nextCronTime } from './cron.js';
 import { asPolicyError, PolicyCheckpointer, policyError, type Target } from './checkpointer.js';
 import type { PolicyEvents } from './events.js';
 import type { PolicyPlacement } from './recovery.js';
@@ -406,6 +407,10 @@ export class PolicyScheduler {
   private intervalFor(p: Policy, compiled: CompiledPolicy): PolicyStatus['interval'] {
     const s = compiled.schedule;
     if (s.kind === 'every') return { ms: s.everyMs, reason: `every ${formatDuration(s.everyMs)}, as the policy says` };
+    if (s.kind === 'cron') {
+      const at = nextCronTime(s.cron, this.now());
+      return { ms: at - this.now(), reason: `cron '${s.expression}' (UTC): next at ${new Date(at).toISOString()}` };
+    }
     const cost = p.status.cost;
     if (!cost)
       return { ms: s.minMs, reason: `adaptive: no checkpoint measured yet, so the shortest interval (${formatDuration(s.minMs)})` };

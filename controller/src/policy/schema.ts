@@ -34,6 +34,7 @@ export const policySpecSchema = {
       type: 'object',
       oneOf: [
         { required: ['every'], additionalProperties: false, properties: { every: duration } },
+        { required: ['cron'], additionalProperties: false, properties: { cron: { type: 'string', minLength: 9, maxLength: 200 } } },
         {
           required: ['adaptive'],
           additionalProperties: false,

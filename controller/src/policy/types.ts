@@ -20,7 +20,11 @@ export interface PolicySelector {
   namespace?: string;
 }
 
-export type Schedule = { every: string } | { adaptive: { mtbf: string; min: string; max: string; formula?: 'young' | 'daly' } };
+export type Schedule =
+  | { every: string }
+  /** Five cron fields, in UTC. */
+  | { cron: string }
+  | { adaptive: { mtbf: string; min: string; max: string; formula?: 'young' | 'daly' } };
 
 export interface Retention {
   keepLast?: number;
