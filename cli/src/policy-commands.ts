@@ -66,15 +66,11 @@ export function policySummary(p: Policy): string {
   ]);
 }
 
-const runLine = (r: PolicyRun) => [
-  r.id,
-  r.trigger,
-  r.status,
-  when(r.startedAt),
-  r.checkpoints.length,
-  r.deleted.length,
-  r.error?.message ?? r.message,
-];
+const runsTable = (runs: PolicyRun[]) =>
+  table(
+    ['RUN', 'TRIGGER', 'STATUS', 'STARTED', 'CHECKPOINTS', 'DELETED', 'NOTE'],
+    runs.map((r) => [r.id, r.trigger, r.status, when(r.startedAt), r.checkpoints.length, r.deleted.length, r.error?.message ?? r.message]),
+  );
 
 export function addPolicyCommands(program: Command, ctx: CliContext): void {
   const client = () => controllerClient(program);
@@ -131,7 +127,7 @@ export function addPolicyCommands(program: Command, ctx: CliContext): void {
           policySummary(p),
           '',
           'recent runs:',
-          table(['RUN', 'TRIGGER', 'STATUS', 'STARTED', 'CHECKPOINTS', 'DELETED', 'NOTE'], runs.slice(0, 10).map(runLine)),
+          runsTable(runs.slice(0, 10)),
           '',
           'checkpoints kept:',
           table(
@@ -180,7 +176,7 @@ export function addPolicyCommands(program: Command, ctx: CliContext): void {
     .description('run a policy now, outside its schedule, and wait for it')
     .action(async (name: string) => {
       const r = await client().runPolicy(name);
-      ctx.print(r, () => table(['RUN', 'TRIGGER', 'STATUS', 'STARTED', 'CHECKPOINTS', 'DELETED', 'NOTE'], [runLine(r)]));
+      ctx.print(r, () => runsTable([r]));
       if (r.status === 'failed') process.exitCode = 1;
     });
   policy

@@ -12,6 +12,7 @@ import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import type { CompiledPolicy } from './compile.js';
 import type { PolicyPlacement } from './recovery.js';
 import { checkpointsToDelete } from './retention.js';
+import { asPolicyError, policyError } from './errors.js';
 import type { PolicyCheckpoint, PolicyError, PolicyRun } from './types.js';
 
 export interface Target {
@@ -299,17 +300,6 @@ export class PolicyCheckpointer {
     const [node, ...copies] = left;
     return { record: node ? { ...c, node, copies } : { ...c, state: 'deleted' }, ...(error ? { error } : {}) };
   }
-}
-
-export function policyError(code: string, message: string): PolicyError {
-  return { code, message, at: new Date().toISOString() };
-}
-
-export function asPolicyError(err: unknown, doing?: string): PolicyError {
-  const code = isFerryError(err) ? err.code : 'internal';
-  const message = (err as Error).message ?? String(err);
-  const criuLog = isFerryError(err) ? err.criuLog : undefined;
-  return { ...policyError(code, doing ? `${doing}: ${message}` : message), ...(criuLog?.length ? { criuLog } : {}) };
 }
 
 /** Unique per checkpoint and valid as an agent checkpoint id (lowercase, at most 64 characters). */

@@ -11,9 +11,9 @@ import { checkCompatibility } from '../migration/preflight.js';
 import type { NodeRegistry, PublicNode } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { compilePolicy } from './compile.js';
+import { asPolicyError, policyError } from './errors.js';
 import type { PolicyEvents } from './events.js';
 import type { PolicyCheckpoint, PolicyRecovery } from './types.js';
-import { isFerryError } from '../../../agent/src/errors.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 
 export class PolicyPlacement {
@@ -30,12 +30,11 @@ export class PolicyPlacement {
     const all = this.nodes.list();
     const sourceCaps = all.find((n) => n.name === source)?.capabilities;
     if (!sourceCaps) return [];
-    const load = this.repo.copiesPerNode();
     return all
       .filter((n) => n.name !== source && n.healthy && n.capabilities && compatible(sourceCaps, n, runtime))
-      .sort((a, b) => (load.get(a.name) ?? 0) - (load.get(b.name) ?? 0) || a.name.localeCompare(b.name))
-      .slice(0, count)
-      .map((n) => n.name);
+      .map((n) => n.name)
+      .sort(leastLoadedFirst(this.repo.copiesPerNode()))
+      .slice(0, count);
   }
 
   /** One health-check round's follow-up: fence what came back, then recover what is lost. */
@@ -111,10 +110,9 @@ export class PolicyPlacement {
       lostWorkMs: Math.max(0, lostAt - Date.parse(c.createdAt)),
       fence: 'pending',
     };
-    const load = this.repo.copiesPerNode();
     const targets = (c.copies ?? [])
       .filter((name) => nodes.some((n) => n.name === name && n.healthy))
-      .sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+      .sort(leastLoadedFirst(this.repo.copiesPerNode()));
     for (const target of targets) {
       try {
         await this.nodes.client(target).restore(c.id, { name: c.containerName });
@@ -123,15 +121,11 @@ export class PolicyPlacement {
         delete r.error;
         break;
       } catch (err) {
-        r.error = {
-          code: isFerryError(err) ? err.code : 'internal',
-          message: `restoring on ${target}: ${(err as Error).message}`,
-          at: new Date(this.now()).toISOString(),
-        };
+        r.error = asPolicyError(err, `restoring on ${target}`);
       }
     }
     if (!targets.length) {
-      r.error = { code: 'node_unreachable', message: `no healthy node holds a copy of ${c.id}`, at: r.at };
+      r.error = policyError('node_unreachable', `no healthy node holds a copy of ${c.id}`);
     }
     // Only a container running elsewhere is fenced: after a failed recovery the lost node's copy is the only one.
     if (r.status !== 'restored') r.fence = 'none';
@@ -146,6 +140,10 @@ export class PolicyPlacement {
     );
   }
 }
+
+/** Orders node names by how many copies they hold, then by name (a stable choice among equals). */
+const leastLoadedFirst = (load: Map<string, number>) => (a: string, b: string) =>
+  (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b);
 
 /** One recovery per checkpoint: retried rounds update the same record. */
 const recoveryId = (c: PolicyCheckpoint) => `rec-${c.id}`;

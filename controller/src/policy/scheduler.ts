@@ -14,7 +14,8 @@ import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
 import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
 import { nextCronTime } from './cron.js';
-import { asPolicyError, PolicyCheckpointer, policyError, type Target } from './checkpointer.js';
+import { PolicyCheckpointer, type Target } from './checkpointer.js';
+import { asPolicyError, policyError } from './errors.js';
 import type { PolicyEvents } from './events.js';
 import type { PolicyPlacement } from './recovery.js';
 import {

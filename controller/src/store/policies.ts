@@ -81,16 +81,17 @@ export class PolicyRepo {
     ).run(run.id, run.policy, run.status, JSON.stringify(run), run.startedAt);
   }
 
+  /** The JSON `record` column of each row the query returns. */
+  private records<T>(query: string, ...params: unknown[]): T[] {
+    return (this.sql(query).all(...params) as { record: string }[]).map((r) => JSON.parse(r.record) as T);
+  }
+
   runs(policy: string, limit = 50): PolicyRun[] {
-    const rows = this.sql('SELECT record FROM policy_runs WHERE policy = ? ORDER BY started_at DESC LIMIT ?').all(policy, limit) as {
-      record: string;
-    }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyRun);
+    return this.records('SELECT record FROM policy_runs WHERE policy = ? ORDER BY started_at DESC LIMIT ?', policy, limit);
   }
 
   unfinishedRuns(): PolicyRun[] {
-    const rows = this.sql("SELECT record FROM policy_runs WHERE status = 'running'").all() as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyRun);
+    return this.records("SELECT record FROM policy_runs WHERE status = 'running'");
   }
 
   saveCheckpoint(c: PolicyCheckpoint): void {
@@ -111,10 +112,12 @@ export class PolicyRepo {
   /** A policy's checkpoints in the given states, oldest first; of one container when `containerKey` is given. */
   checkpoints(policy: string, states: PolicyCheckpoint['state'][], containerKey?: string): PolicyCheckpoint[] {
     const marks = states.map(() => '?').join(', ');
-    const rows = this.sql(
+    return this.records(
       `SELECT record FROM policy_checkpoints WHERE policy = ? AND state IN (${marks}) ${containerKey ? 'AND container_key = ?' : ''} ORDER BY created_at`,
-    ).all(policy, ...states, ...(containerKey ? [containerKey] : [])) as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
+      policy,
+      ...states,
+      ...(containerKey ? [containerKey] : []),
+    );
   }
 
   countCheckpoints(policy: string, state: PolicyCheckpoint['state']): number {
@@ -125,8 +128,7 @@ export class PolicyRepo {
   }
 
   pendingCheckpoints(): PolicyCheckpoint[] {
-    const rows = this.sql("SELECT record FROM policy_checkpoints WHERE state = 'pending'").all() as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyCheckpoint);
+    return this.records("SELECT record FROM policy_checkpoints WHERE state = 'pending'");
   }
 
   /** How many kept checkpoint copies each node holds: the load measure for placing new copies. */
@@ -145,22 +147,12 @@ export class PolicyRepo {
     ).run(r.id, r.policy, policyContainerKey(r), r.lostNode, r.fence, JSON.stringify(r), r.at);
   }
 
-  recoveries(policy?: string): PolicyRecovery[] {
-    const rows = (
-      policy
-        ? this.sql('SELECT record FROM policy_recoveries WHERE policy = ? ORDER BY at').all(policy)
-        : this.sql('SELECT record FROM policy_recoveries ORDER BY at').all()
-    ) as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
+  recoveries(policy: string): PolicyRecovery[] {
+    return this.records('SELECT record FROM policy_recoveries WHERE policy = ? ORDER BY at', policy);
   }
 
-  /** Recoveries whose lost copy still runs (or may) on `node`. */
-  pendingFences(node?: string): PolicyRecovery[] {
-    const rows = (
-      node
-        ? this.sql("SELECT record FROM policy_recoveries WHERE fence = 'pending' AND lost_node = ?").all(node)
-        : this.sql("SELECT record FROM policy_recoveries WHERE fence = 'pending'").all()
-    ) as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as PolicyRecovery);
+  /** Recoveries whose lost copy still runs (or may) on the node that was lost. */
+  pendingFences(): PolicyRecovery[] {
+    return this.records("SELECT record FROM policy_recoveries WHERE fence = 'pending'");
   }
 }
