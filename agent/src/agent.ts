@@ -220,7 +220,7 @@ export class Agent {
           container,
           dir: pending.dir,
           leaveRunning: p.leaveRunning ?? false,
-          onImagesWritten: () => pending.prepare('checkpoint'),
+          onWritten: (rel) => pending.prepare(rel),
           ...(this.holds.isHeld(p.runtime, container.id) ? { heldFrozen: true } : {}),
           ...(p.preDump ? { preDump: true } : {}),
           ...(p.parent ? { parentPath: this.store.parentPathFor(p.parent) } : {}),

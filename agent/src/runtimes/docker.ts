@@ -170,7 +170,7 @@ export class DockerDriver implements RuntimeDriver {
       await rm(path.join(req.dir, IMAGES), { recursive: true, force: true });
       throw checkpointFailure(c.name, err);
     }
-    req.onImagesWritten?.();
+    req.onWritten?.('checkpoint');
 
     await Promise.all([
       writeFile(path.join(req.dir, 'config.dump'), JSON.stringify(info, null, 2)),

@@ -220,7 +220,7 @@ export class PodmanDriver implements RuntimeDriver {
       await rm(link, { force: true });
       await symlink(req.parentPath, link);
     }
-    req.onImagesWritten?.();
+    req.onWritten?.('checkpoint');
 
     const [stats, config] = await Promise.all([
       readDumpStats(path.join(req.dir, 'stats-dump')),

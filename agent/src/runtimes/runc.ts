@@ -209,18 +209,28 @@ export class RuncDriver implements RuntimeDriver {
       );
 
       // CRIU writes its figures and log to the work dir; the checkpoint keeps them where podman would.
-      stats = await readDumpStats(path.join(workDir, 'stats-dump'));
-      await moveIfPresent(path.join(workDir, 'stats-dump'), path.join(req.dir, 'stats-dump'));
-      await moveIfPresent(path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log'), path.join(req.dir, 'dump.log'));
-      await rm(workDir, { recursive: true, force: true });
-      req.onImagesWritten?.();
+      const moved = await Promise.all(
+        [
+          ['stats-dump', 'stats-dump'],
+          [req.preDump ? 'pre-dump.log' : 'dump.log', 'dump.log'],
+        ].map(async ([from, to]) =>
+          (await moveIfPresent(path.join(workDir, from as string), path.join(req.dir, to as string))) ? to : undefined,
+        ),
+      );
+      [stats] = await Promise.all([readDumpStats(path.join(req.dir, 'stats-dump')), rm(workDir, { recursive: true, force: true })]);
+      // Each piece goes to the store as soon as it is final: its hashing and fsync overlap the rest.
+      for (const rel of ['checkpoint', ...moved]) if (rel) req.onWritten?.(rel);
 
       // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
       // The fingerprint is taken from the same stopped (or paused) tree as the tar: one state.
       [fingerprint] = await Promise.all([
         req.preDump ? undefined : bundleFingerprint(bundle, rootfs),
-        copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
-        req.preDump ? undefined : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
+        copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')).then(() => req.onWritten?.('spec.dump')),
+        req.preDump
+          ? undefined
+          : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']).then(() =>
+              req.onWritten?.('rootfs-diff.tar'),
+            ),
       ]);
     } finally {
       if (holdPaused) await this.runc(['resume', id]);
@@ -266,7 +276,7 @@ export class RuncDriver implements RuntimeDriver {
     }
     void server.served.catch(() => undefined).finally(() => rm(workDir, { recursive: true, force: true }));
     try {
-      req.onImagesWritten?.();
+      req.onWritten?.('checkpoint');
       await Promise.all([
         copyFile(path.join(c.bundle, 'config.json'), path.join(req.dir, 'spec.dump')),
         runCommand('tar', ['-C', c.rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']),
@@ -488,10 +498,15 @@ function stateLabels(labels: string[] = []): { bundle?: string; annotations: Rec
   return { bundle, annotations: Object.fromEntries(annotations) };
 }
 
-async function moveIfPresent(from: string, to: string): Promise<void> {
-  await rename(from, to).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+/** Renames from to to; true when from existed. */
+async function moveIfPresent(from: string, to: string): Promise<boolean> {
+  return rename(from, to).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      return false;
+    },
+  );
 }
 
 async function criuFailure(op: string, id: string, f: CommandFailure, logPath: string): Promise<FerryError> {

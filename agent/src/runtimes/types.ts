@@ -67,10 +67,11 @@ export interface CheckpointRequest {
    */
   heldFrozen?: boolean;
   /**
-   * Called once CRIU's images under `dir/checkpoint/` are final, before the driver captures the rest
-   * (spec, filesystem), so the store can hash and sync them meanwhile.
+   * Called with a path under `dir` (a file, or a directory such as CRIU's `checkpoint/`) once nothing in
+   * it will change, while the driver goes on capturing the rest (spec, filesystem), so that the store
+   * hashes and syncs it meanwhile. Paths never reported are hashed when the checkpoint is sealed.
    */
-  onImagesWritten?: () => void;
+  onWritten?: (rel: string) => void;
 }
 
 export interface CheckpointOutcome {

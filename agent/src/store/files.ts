@@ -1,13 +1,23 @@
 /** Walking, hashing and syncing checkpoint files. */
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, fsync, openSync, read, readSync } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { ManifestFile } from './manifest.js';
 
-/** Every regular file under dir, as sorted relative paths; symlinks (CRIU's `parent`) are not content. */
+/**
+ * Every regular file under dir/rel (rel itself when it is a file), as sorted paths relative to dir;
+ * symlinks (CRIU's `parent`) are not content.
+ */
 export async function listFiles(dir: string, rel = ''): Promise<string[]> {
   const out: string[] = [];
-  for (const entry of await readdir(path.join(dir, rel), { withFileTypes: true })) {
+  const entries = await readdir(path.join(dir, rel), { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOTDIR' && rel) return undefined;
+    throw err;
+  });
+  if (!entries) return [rel];
+  for (const entry of entries) {
     const child = path.posix.join(rel, entry.name);
     if (entry.isDirectory()) out.push(...(await listFiles(dir, child)));
     else if (entry.isFile()) out.push(child);
@@ -16,30 +26,58 @@ export async function listFiles(dir: string, rel = ''): Promise<string[]> {
 }
 
 const CHUNK = 1 << 20;
+/**
+ * Files up to this size are read with one synchronous call. Most CRIU images are a few hundred bytes and
+ * sit in the page cache: read synchronously they cost microseconds, while each asynchronous step (open,
+ * stat, read, close) waits its turn in libuv's four-thread pool behind every other file of the checkpoint.
+ * 34 files of a small checkpoint took 6-8 ms that way; this keeps the event loop blocked well under 1 ms.
+ */
+const SMALL_FILE = 64 * 1024;
+
+const fsyncFd = promisify(fsync);
+const readFd = promisify(read);
 
 /**
  * Hashes a file and, when asked, fsyncs it through the same descriptor: one open per file, and the data
  * is read once. fsync on a read-only descriptor flushes the file's dirty pages on Linux.
  */
 export async function hashFile(file: string, sync = false): Promise<{ size: number; sha256: string }> {
-  const fh = await open(file, 'r');
+  const fd = openSync(file, 'r');
   try {
-    const hash = createHash('sha256');
-    // Most CRIU images are a few hundred bytes: a buffer sized to the file, not a fixed MiB per file.
-    const { size: statSize } = await fh.stat();
-    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(CHUNK, statSize + 1)));
-    let size = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      size += bytesRead;
-    }
-    if (sync) await fh.sync();
-    return { size, sha256: hash.digest('hex') };
+    const { size: statSize } = fstatSync(fd);
+    const digest = statSize <= SMALL_FILE ? hashSmall(fd, statSize) : await hashLarge(fd, statSize);
+    if (sync) await fsyncFd(fd);
+    return digest;
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
+}
+
+function hashSmall(fd: number, statSize: number): { size: number; sha256: string } {
+  // One byte more than stat said: a file that grew since is read on, never cut short.
+  const buf = Buffer.allocUnsafe(statSize + 1);
+  const hash = createHash('sha256');
+  let size = 0;
+  for (;;) {
+    const n = readSync(fd, buf, 0, buf.length, null);
+    hash.update(buf.subarray(0, n));
+    size += n;
+    if (n < buf.length) break; // a short read of a regular file is its end
+  }
+  return { size, sha256: hash.digest('hex') };
+}
+
+async function hashLarge(fd: number, statSize: number): Promise<{ size: number; sha256: string }> {
+  const buf = Buffer.allocUnsafe(Math.min(CHUNK, statSize + 1));
+  const hash = createHash('sha256');
+  let size = 0;
+  for (;;) {
+    const { bytesRead } = await readFd(fd, buf, 0, buf.length, null);
+    hash.update(buf.subarray(0, bytesRead));
+    size += bytesRead;
+    if (bytesRead < buf.length) break;
+  }
+  return { size, sha256: hash.digest('hex') };
 }
 
 export async function describeFiles(dir: string, files: string[], sync: boolean): Promise<ManifestFile[]> {

@@ -24,7 +24,7 @@ export interface PendingCheckpoint {
   id: string;
   /** Where the runtime writes; not visible to readers until sealed. */
   dir: string;
-  /** Starts hashing and syncing the files under `rel` now; seal reuses the results. */
+  /** Starts hashing and syncing `rel` (a file, or every file under a directory) now; seal reuses the results. */
   prepare(rel: string): void;
   seal(draft: ManifestDraft): Promise<Manifest>;
   abort(): Promise<void>;

@@ -33,16 +33,18 @@ export function conformanceTests(test: TestFn, h: RuntimeHarness, facts: Runtime
     const container = await h.found(name);
     t.is(container.state, 'running');
     const dir = await h.checkpointDir('stop');
-    let imagesWritten = false;
+    const written: string[] = [];
 
     const before = await h.count(name);
     const [outcome, checkpointMs] = await timed(() =>
-      driver.checkpoint({ container, dir, leaveRunning: false, onImagesWritten: () => (imagesWritten = true) }),
+      driver.checkpoint({ container, dir, leaveRunning: false, onWritten: (rel) => written.push(rel) }),
     );
     t.is((await driver.find(name))?.state, 'stopped');
     t.truthy(await stat(path.join(dir, 'checkpoint', 'inventory.img')));
     t.truthy(await stat(path.join(dir, 'config.dump')));
-    t.true(imagesWritten);
+    t.true(written.includes('checkpoint'), "CRIU's images are handed to the store before the rest");
+    t.is(new Set(written).size, written.length, 'each path is reported once');
+    for (const rel of written) t.truthy(await stat(path.join(dir, rel)), `${rel} was reported and is there`);
     if (facts.criuStats) {
       t.truthy(await stat(path.join(dir, 'stats-dump')));
       t.true((outcome.stats?.frozenTimeMs ?? 0) > 0, 'CRIU frozen time is read from stats-dump');
