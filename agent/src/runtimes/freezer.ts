@@ -8,7 +8,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FerryError } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 /** The kernel settles a freeze in microseconds unless a task sits in an uninterruptible wait. */
@@ -66,6 +66,35 @@ export async function holdFrozen(pid: number, name: string): Promise<() => Promi
     await sleep(FREEZE_POLL_MS);
   }
   return () => freezer.thaw();
+}
+
+/**
+ * Freezes a container before a full dump and returns its thaw, for two reasons. A container that keeps
+ * running would write to its files between the dump and the capture of its rootfs, and CRIU refuses to
+ * restore an open file whose size changed: a leave-running checkpoint stays frozen until the rootfs is
+ * captured, one consistent state. And CRIU, freezing a cgroup itself, looks whether the freeze is done only
+ * every 100 ms (criu/seize.c), so nearly every dump held the container 100 ms longer than needed (stats:
+ * freezing time 100.9 ms). Frozen here, polled every 2 ms, CRIU finds it frozen and starts at once: a runc
+ * checkpoint went from about 220 to 115 ms, and a migration's downtime shrinks alike.
+ *
+ * A stopping dump only gains time from it: without a freezer it goes on unfrozen (CRIU then freezes by
+ * itself), and its thaw, which lets the tasks CRIU killed go, has nothing to do once the runtime removed
+ * the cgroup. Not for pre-dumps: CRIU keeps a cgroup it found frozen frozen while it writes the pages,
+ * where on its own it thaws the container as soon as they are collected.
+ */
+export async function freezeBeforeDump(pid: number, name: string, leaveRunning: boolean): Promise<(() => Promise<void>) | undefined> {
+  if (leaveRunning) return holdFrozen(pid, name);
+  const thaw = await holdFrozen(pid, name).catch((err: unknown) => {
+    if (isFerryError(err) && err.code === 'unsupported') return undefined;
+    throw err;
+  });
+  return (
+    thaw &&
+    (() =>
+      thaw().catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      }))
+  );
 }
 
 /** Thaws the cgroup of `pid` (a hold left by an agent that was killed); a process without a freezer is left alone. */

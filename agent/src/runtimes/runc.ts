@@ -11,6 +11,7 @@ import { relevantCriuLogLines } from '../criu/log.js';
 import { FerryError } from '../errors.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { bundleFingerprint } from './fingerprint.js';
+import { freezeBeforeDump } from './freezer.js';
 import { type PageServer, startLazyDump, startLazyPagesDaemon } from './lazy.js';
 import {
   type CheckpointOutcome,
@@ -196,11 +197,7 @@ export class RuncDriver implements RuntimeDriver {
     if (req.preDump) args.push('--pre-dump');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--parent-path', req.parentPath);
-    // A container that keeps running would write to its files between the dump and the capture of its
-    // rootfs, and CRIU refuses to restore an open file whose size changed. So a full leave-running
-    // checkpoint holds it paused (cgroup freezer) until the rootfs is captured: one consistent state.
-    const holdPaused = req.leaveRunning && !req.preDump && !req.heldFrozen;
-    if (holdPaused) await this.runc(['pause', id]);
+    const thaw = await this.freezeForDump(req);
     let fingerprint: string | undefined;
     let stats: Awaited<ReturnType<typeof readDumpStats>>;
     try {
@@ -233,7 +230,7 @@ export class RuncDriver implements RuntimeDriver {
             ),
       ]);
     } finally {
-      if (holdPaused) await this.runc(['resume', id]);
+      await thaw?.();
     }
     const meta: RuncMeta = { id, bundle, ...(fingerprint ? { fingerprint } : {}) };
     await writeFile(
@@ -241,6 +238,17 @@ export class RuncDriver implements RuntimeDriver {
       JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }),
     );
     return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
+  }
+
+  /** See freezeBeforeDump; a pre-dump is not frozen first, and a held container is frozen already. */
+  private async freezeForDump(req: CheckpointRequest): Promise<(() => Promise<void>) | undefined> {
+    if (req.preDump || req.heldFrozen) return undefined;
+    const { pid } = req.container;
+    if (!pid) {
+      // No pid to find the cgroup by: runc's own pause keeps a leave-running dump consistent all the same.
+      return req.leaveRunning ? this.freeze(req.container) : undefined;
+    }
+    return freezeBeforeDump(pid, req.container.name, req.leaveRunning);
   }
 
   /**
@@ -369,7 +377,8 @@ export class RuncDriver implements RuntimeDriver {
     ]);
     // The lazy-pages daemon keeps its socket and log in the work dir until the last page has arrived.
     const pagesLoaded = daemon?.done.finally(() => rm(workDir, { recursive: true, force: true }));
-    if (!pagesLoaded) await rm(workDir, { recursive: true, force: true });
+    // Nobody waits for the work dir to go; a later restore under this name removes it first anyway.
+    if (!pagesLoaded) void rm(workDir, { recursive: true, force: true }).catch(() => undefined);
     // A detached restore that returned 0 is running; its pid file saves listing every container again.
     const container: ContainerInfo = {
       id: name,
