@@ -25,6 +25,8 @@ interface Sample {
   checkpointMs: number;
   restoreMs: number;
   frozenMs: number;
+  /** CRIU's wait for the cgroup freezer before it dumps; the container is stopped all the while. */
+  freezingMs: number;
 }
 
 const elapsed = (t0: number) => performance.now() - t0;
@@ -51,14 +53,14 @@ async function rawRunc(scratch: string, i: number): Promise<Sample> {
   const t0 = performance.now();
   await execa('runc', ['checkpoint', '--image-path', images, '--work-path', work, id]);
   const checkpointMs = elapsed(t0);
-  const frozenMs = (await readDumpStats(path.join(work, 'stats-dump')))?.frozenTimeMs ?? Number.NaN;
+  const stats = await readDumpStats(path.join(work, 'stats-dump'));
   const t1 = performance.now();
   await execa('runc', ['restore', '--detach', '--image-path', images, '--work-path', `${work}-r`, '--bundle', path.join(scratch, id), id], {
     stdio: 'ignore',
   });
   const restoreMs = elapsed(t1);
   await runcRemove(id);
-  return { checkpointMs, restoreMs, frozenMs };
+  return { checkpointMs, restoreMs, frozenMs: stats?.frozenTimeMs ?? Number.NaN, freezingMs: stats?.freezingTimeMs ?? Number.NaN };
 }
 
 async function ferry(client: Awaited<ReturnType<typeof startTestAgent>>['client'], scratch: string, i: number): Promise<Sample> {
@@ -72,7 +74,12 @@ async function ferry(client: Awaited<ReturnType<typeof startTestAgent>>['client'
   const restoreMs = elapsed(t1);
   await runcRemove(r.container.name);
   await client.deleteCheckpoint(m.id);
-  return { checkpointMs, restoreMs, frozenMs: m.stats?.frozenTimeMs ?? Number.NaN };
+  return {
+    checkpointMs,
+    restoreMs,
+    frozenMs: m.stats?.frozenTimeMs ?? Number.NaN,
+    freezingMs: m.stats?.freezingTimeMs ?? Number.NaN,
+  };
 }
 
 const scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-'));
@@ -103,6 +110,7 @@ const rows = [
   row('checkpoint wall ms', (s) => s.checkpointMs),
   row('restore wall ms', (s) => s.restoreMs),
   row('CRIU frozen ms', (s) => s.frozenMs),
+  row('CRIU freezing ms', (s) => s.freezingMs),
 ];
 const widths = [20, 12, 12, 8];
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 8)).join('');
