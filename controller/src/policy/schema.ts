@@ -1,6 +1,6 @@
 /**
  * The CheckpointPolicy document's JSON schema: the controller's API validates with it, `ferry policy
- * apply` sends files that it judges, and the CRD's openAPIV3Schema is written to match it (issue 6).
+ * apply` sends files that it judges, and the CRD's openAPIV3Schema is derived from it (kube/crd.ts).
  * Durations and sizes are strings with the units people write; policy/units.ts turns them into numbers.
  */
 import { RUNTIME_NAMES } from '../../../agent/src/runtimes/types.js';
