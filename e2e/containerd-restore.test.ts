@@ -23,9 +23,13 @@ test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-ctd-'));
   // The agents reach runc where each node's containerd keeps it (decided before either starts).
   const runcRoot = (node: string) => path.join(scratch, node, 'runc', 'default');
-  cluster = await startTestCluster('ctd', ['a', 'b'], { runtimes: ['runc'], agentArgs: (n) => ['--runc-root', runcRoot(n)] });
+  cluster = await startTestCluster(`ctd${process.pid % 100000}`, ['a', 'b'], {
+    runtimes: ['runc'],
+    subnet: `10.87.${process.pid % 250}.0/24`,
+    agentArgs: (n) => ['--runc-root', runcRoot(n)],
+  });
   for (const n of ['a', 'b']) {
-    const c = await startContainerd(cluster.net, n, path.join(scratch, n), path.join(cluster.node(n).stateDir, 'images'));
+    const c = await startContainerd(cluster.net, n, path.join(scratch, n), { imageStore: path.join(cluster.node(n).stateDir, 'images') });
     if (c.runcRoot !== runcRoot(n)) throw new Error(`containerd on ${n} keeps runc state in ${c.runcRoot}`);
     containerd.set(n, c);
   }

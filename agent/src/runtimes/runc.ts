@@ -197,10 +197,29 @@ export class RuncDriver implements RuntimeDriver {
     if (req.preDump) args.push('--pre-dump');
     else if (req.leaveRunning) args.push('--leave-running');
     if (req.parentPath) args.push('--parent-path', req.parentPath);
+    // A rootfs that is a mount of its own belongs to a runtime that prepared it (containerd, CRI-O) and
+    // removes it with the container: never a bundle to restore in place, so it gets no fingerprint.
+    const ownRootfs = !req.preDump && !(await isMountPoint(rootfs));
     const thaw = await this.freezeForDump(req);
+    // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
+    const captureFiles = () =>
+      Promise.all([
+        copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')).then(() => req.onWritten?.('spec.dump')),
+        req.preDump
+          ? undefined
+          : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']).then(() =>
+              req.onWritten?.('rootfs-diff.tar'),
+            ),
+      ]);
+    // A stopping dump ends the container, and under containerd its shim then unmounts the rootfs at once:
+    // a tar taken after the dump raced the unmount. Frozen, the files are the state CRIU dumps next, so
+    // they are captured first; a leave-running dump stays frozen until after, and captures them then,
+    // overlapping the hashing of CRIU's images.
+    const captureFirst = !req.preDump && !req.leaveRunning && Boolean(thaw || req.heldFrozen);
     let fingerprint: string | undefined;
     let stats: Awaited<ReturnType<typeof readDumpStats>>;
     try {
+      if (captureFirst) await captureFiles();
       await this.runc([...args, id], (f) =>
         criuFailure('checkpoint', id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')),
       );
@@ -217,17 +236,11 @@ export class RuncDriver implements RuntimeDriver {
       [stats] = await Promise.all([readDumpStats(path.join(req.dir, 'stats-dump')), rm(workDir, { recursive: true, force: true })]);
       // Each piece goes to the store as soon as it is final: its hashing and fsync overlap the rest.
       for (const rel of ['checkpoint', ...moved]) if (rel) req.onWritten?.(rel);
-
-      // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
-      // The fingerprint is taken from the same stopped (or paused) tree as the tar: one state.
+      // The fingerprint comes after the dump, since CRIU itself touches the tree (a directory it makes and
+      // removes in /tmp changes that one's times). It lets a later restore on this node reuse the bundle.
       [fingerprint] = await Promise.all([
-        req.preDump ? undefined : bundleFingerprint(bundle, rootfs),
-        copyFile(path.join(bundle, 'config.json'), path.join(req.dir, 'spec.dump')).then(() => req.onWritten?.('spec.dump')),
-        req.preDump
-          ? undefined
-          : runCommand('tar', ['-C', rootfs, '-cf', path.join(req.dir, 'rootfs-diff.tar'), '.']).then(() =>
-              req.onWritten?.('rootfs-diff.tar'),
-            ),
+        ownRootfs ? bundleFingerprint(bundle, rootfs) : undefined,
+        captureFirst ? undefined : captureFiles(),
       ]);
     } finally {
       await thaw?.();
@@ -505,6 +518,12 @@ function stateLabels(labels: string[] = []): { bundle?: string; annotations: Rec
   }
   // fromEntries, as JSON.parse does for runc list, makes even a "__proto__" key an own property.
   return { bundle, annotations: Object.fromEntries(annotations) };
+}
+
+/** True when dir is the root of a mount (its device differs from its parent's), as a runtime's rootfs is. */
+async function isMountPoint(dir: string): Promise<boolean> {
+  const [own, parent] = await Promise.all([stat(dir), stat(path.dirname(dir))]);
+  return own.dev !== parent.dev;
 }
 
 /** Renames from to to; true when from existed. */

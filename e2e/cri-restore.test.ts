@@ -1,0 +1,180 @@
+/**
+ * A pod's container moved between two real containerd instances through the CRI API, driven as kubelet
+ * drives it (RunPodSandbox, CreateContainer, StartContainer): node a's pod counts in memory; the agent on a
+ * checkpoints the container through containerd's runc root and sends it to b; on b a new pod sandbox (its
+ * own network namespace and address, from Debian's CNI bridge plugin) gets a container created with the
+ * ferry.dev/restore-from annotation on the `ferry` runtime handler, and ferry-runc restores the count
+ * there. This is what the controller will do with a pinned replacement pod (issue 6); kubelet itself
+ * cannot run here, so the test speaks its protocol to containerd.
+ */
+import test from 'ava';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { IMAGE } from '../agent/test/runtimes/harness.js';
+import { startTestCluster, type TestCluster } from './support/cluster.js';
+import {
+  buildSandboxImage,
+  CRI_HANDLER,
+  CRI_NAMESPACE,
+  type ContainerdNode,
+  importBusyboxInto,
+  startContainerd,
+} from './support/containerd.js';
+import { type ContainerConfig, CriClient, KUBELET_NAMESPACES, type PodSandboxConfig } from './support/cri/client.js';
+import { COUNTER_ARGV, importBusyboxImage, waitFor } from './support/workload.js';
+
+const SANDBOX_IMAGE = 'localhost/ferry-pause:1';
+const CTR_IMAGE = 'localhost/ferry-busybox:latest';
+const SUBNETS: Record<string, string> = { a: '10.89.1.0/24', b: '10.89.2.0/24' };
+
+let scratch: string;
+let cluster: TestCluster;
+const containerd = new Map<string, ContainerdNode>();
+const cri = new Map<string, CriClient>();
+const sandboxes: [string, string][] = [];
+
+test.before(async () => {
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-cri-'));
+  const runcRoot = (node: string) => path.join(scratch, node, 'runc', CRI_NAMESPACE);
+  cluster = await startTestCluster(`cri${process.pid % 100000}`, ['a', 'b'], {
+    runtimes: ['runc'],
+    subnet: `10.88.${process.pid % 250}.0/24`,
+    agentArgs: (n) => ['--runc-root', runcRoot(n)],
+  });
+  await importBusyboxImage('podman', IMAGE, scratch);
+  await buildSandboxImage(IMAGE, SANDBOX_IMAGE);
+  for (const n of ['a', 'b']) {
+    const c = await startContainerd(cluster.net, n, path.join(scratch, n), {
+      imageStore: path.join(cluster.node(n).stateDir, 'images'),
+      cri: { subnet: SUBNETS[n] as string, sandboxImage: SANDBOX_IMAGE },
+    });
+    if (c.criRuncRoot !== runcRoot(n)) throw new Error(`containerd on ${n} keeps runc state for pods in ${c.criRuncRoot}`);
+    containerd.set(n, c);
+    cri.set(n, new CriClient(c.address));
+  }
+  const nodes = [...containerd.values()];
+  await importBusyboxInto(nodes, IMAGE, scratch, CTR_IMAGE, CRI_NAMESPACE);
+  await importBusyboxInto(nodes, SANDBOX_IMAGE, scratch, SANDBOX_IMAGE, CRI_NAMESPACE);
+});
+
+test.after.always(async () => {
+  for (const [n, id] of sandboxes) {
+    await cri
+      .get(n)
+      ?.stopPodSandbox(id)
+      .catch(() => undefined);
+    await cri
+      .get(n)
+      ?.removePodSandbox(id)
+      .catch(() => undefined);
+  }
+  for (const c of cri.values()) c.close();
+  for (const c of containerd.values()) await c.stop().catch(() => undefined);
+  await cluster?.destroy();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+const client = (n: string) => cri.get(n) as CriClient;
+
+/** What kubelet would send for a pod named `name` with uid `uid`. */
+const podConfig = (name: string, uid: string): PodSandboxConfig => ({
+  metadata: { name, uid, namespace: 'default', attempt: 0 },
+  hostname: name,
+  labels: { app: 'counter' },
+  linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
+});
+
+/**
+ * What kubelet would send for the pod's container. Its own PID namespace matters to a restore: CRIU gives
+ * the processes back their PIDs, which in a namespace shared with the pod could be taken already.
+ */
+const containerConfig = (command: string[], annotations: Record<string, string> = {}): ContainerConfig => ({
+  metadata: { name: 'count' },
+  image: { image: CTR_IMAGE },
+  command,
+  annotations,
+  linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
+});
+
+async function runPod(n: string, config: PodSandboxConfig): Promise<string> {
+  const id = await client(n).runPodSandbox(config, CRI_HANDLER);
+  sandboxes.push([n, id]);
+  return id;
+}
+
+/** The count the container last wrote, through its process's root (the pid from runc's state via the agent). */
+async function count(n: string, containerId: string): Promise<number> {
+  const c = (await cluster.node(n).agent.containers('runc')).find((x) => x.id === containerId);
+  if (c?.state !== 'running' || !c.pid) return Number.NaN;
+  return Number((await readFile(`/proc/${c.pid}/root/tmp/count`, 'utf8').catch(() => 'NaN')).trim());
+}
+
+test.serial(
+  'CRI: a pod container checkpointed on a comes back in a new pod on b, through the ferry handler, and keeps counting',
+  async (t) => {
+    const version = await client('a').version();
+    t.is(version.runtimeName, 'containerd');
+
+    const podA = podConfig('counter', 'uid-a');
+    const sandboxA = await runPod('a', podA);
+    const containerA = await client('a').createContainer(sandboxA, containerConfig(COUNTER_ARGV), podA);
+    await client('a').startContainer(containerA);
+    t.is((await client('a').containerStatus(containerA)).state, 'CONTAINER_RUNNING');
+    await waitFor(
+      () => count('a', containerA),
+      (c) => c >= 20,
+      { what: 'the pod on a to count' },
+    );
+
+    const before = await count('a', containerA);
+    const ck = await cluster.node('a').agent.checkpoint({ runtime: 'runc', container: containerA });
+    await waitFor(
+      () => client('a').containerStatus(containerA),
+      (s) => s.state === 'CONTAINER_EXITED',
+      { what: 'containerd on a to report the checkpointed container exited' },
+    );
+    await cluster.node('a').agent.send(ck.id, { url: cluster.node('b').url, token: cluster.node('b').token });
+
+    // The replacement pod, as the controller will create it pinned to b: same container, the annotation.
+    const podB = podConfig('counter', 'uid-b');
+    const sandboxB = await runPod('b', podB);
+    const ip = (await client('b').podSandboxStatus(sandboxB)).network.ip;
+    t.true(ip.startsWith('10.89.2.'), `the pod on b has an address of b's network (${ip})`);
+    const containerB = await client('b').createContainer(
+      sandboxB,
+      containerConfig(['sleep', '1000'], { 'ferry.dev/restore-from': ck.id }),
+      podB,
+    );
+    await client('b').startContainer(containerB);
+    const status = await client('b').containerStatus(containerB);
+    t.is(status.state, 'CONTAINER_RUNNING');
+    t.is(status.annotations['ferry.dev/restore-from'], ck.id);
+
+    const first = await count('b', containerB);
+    t.true(first >= before, `the count resumes from the checkpoint (${first} after ${before} on a), not from 0`);
+    await waitFor(
+      () => count('b', containerB),
+      (c) => c > first,
+      { what: 'the restored container on b to keep counting' },
+    );
+
+    // kubelet's way out: stop and remove; containerd sees the restored process end.
+    await client('b').stopContainer(containerB, 0);
+    t.is((await client('b').containerStatus(containerB)).state, 'CONTAINER_EXITED');
+    await client('b').removeContainer(containerB);
+  },
+);
+
+test.serial('CRI: without the annotation the ferry handler runs the container as runc would', async (t) => {
+  const pod = podConfig('plain', 'uid-plain');
+  const sandbox = await runPod('b', pod);
+  const id = await client('b').createContainer(sandbox, containerConfig(COUNTER_ARGV), pod);
+  await client('b').startContainer(id);
+  const first = await waitFor(
+    () => count('b', id),
+    (c) => c >= 1,
+    { what: 'a fresh counter on b' },
+  );
+  t.true(first < 20, `a fresh container counts from the start (${first})`);
+});
