@@ -203,8 +203,9 @@ export class ObjectStore {
   }
 
   private commit(t: ResourceType, key: string, type: EventType, o: KubeObject): KubeObject {
-    this.objects.set(key, this.stamp(o));
-    return this.record(t, type, o);
+    const stored = sortedKeys(this.stamp(o)) as KubeObject;
+    this.objects.set(key, stored);
+    return this.record(t, type, stored);
   }
 
   private record(t: ResourceType, type: EventType, o: KubeObject): KubeObject {
@@ -213,6 +214,20 @@ export class ObjectStore {
     for (const l of this.listeners) l(e);
     return structuredClone(o);
   }
+}
+
+/**
+ * The API server keeps custom resources as Go maps and writes them back with sorted keys, not in the order
+ * a client sent them; so does the stand-in, so that a client comparing JSON text finds out here.
+ */
+function sortedKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortedKeys);
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(
+    Object.keys(v)
+      .sort()
+      .map((k) => [k, sortedKeys((v as Record<string, unknown>)[k])]),
+  );
 }
 
 /** Equality-based label selectors (a=b, a!=b, a), the kind controllers and kubectl -l use most. */

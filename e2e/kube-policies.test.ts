@@ -1,0 +1,163 @@
+/**
+ * CheckpointPolicy objects reconciled into the controller's scheduler (controller/src/kube/policy-sync.ts),
+ * on the API stand-in through the real client, with a real scheduler on a real SQLite store (no agents:
+ * the policies find no containers, which is not what these tests look at). Status, conditions,
+ * observedGeneration, the finalizer, a spec only the controller refuses, and a controller restarted while
+ * a policy was created.
+ */
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
+import test from 'ava';
+import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import { internalName, POLICY_FINALIZER, type PolicyObject, PolicySync } from '../controller/src/kube/policy-sync.js';
+import { NodeRegistry } from '../controller/src/nodes.js';
+import { PolicyEvents } from '../controller/src/policy/events.js';
+import { PolicyPlacement } from '../controller/src/policy/recovery.js';
+import { PolicyScheduler } from '../controller/src/policy/scheduler.js';
+import { openDatabase } from '../controller/src/store/db.js';
+import { NodeRepo } from '../controller/src/store/nodes.js';
+import { PolicyRepo } from '../controller/src/store/policies.js';
+import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
+
+const NS = 'shop';
+const at = { group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: POLICY_PLURAL };
+let api: KubeApiStandIn;
+let custom: CustomObjectsApi;
+let scheduler: PolicyScheduler;
+let events: PolicyEvents;
+let sync: PolicySync;
+const errors: string[] = [];
+
+test.before(async () => {
+  api = await startKubeApi();
+  api.registerCrd(checkpointPolicyCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  custom = api.kubeConfig(NS).makeApiClient(CustomObjectsApi);
+  const db = openDatabase(':memory:');
+  const repo = new PolicyRepo(db);
+  const nodes = new NodeRegistry(new NodeRepo(db));
+  events = new PolicyEvents();
+  scheduler = new PolicyScheduler(repo, nodes, new PolicyPlacement(repo, nodes, events), events);
+  scheduler.start();
+  sync = new PolicySync({
+    kubeConfig: api.kubeConfig(),
+    policies: scheduler,
+    events,
+    onError: (k, e) => errors.push(`${k}: ${String(e)}`),
+  });
+  await sync.start();
+});
+
+test.after.always(async () => {
+  await sync?.stop();
+  await scheduler?.stop();
+  await api?.close();
+});
+
+const policy = (name: string, spec: Record<string, unknown> = {}) => ({
+  apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
+  kind: 'CheckpointPolicy',
+  metadata: { name },
+  spec: { selector: { names: ['db-*'] }, schedule: { every: '1h' }, ...spec },
+});
+
+const condition = (o: PolicyObject, type: string) => o.status?.conditions?.find((c) => c.type === type);
+
+/** The object once pred holds: checked now, then at every change the API server reports (a watch). */
+async function until(name: string, pred: (o: PolicyObject | undefined) => boolean): Promise<PolicyObject | undefined> {
+  const read = () =>
+    (custom.getNamespacedCustomObject({ ...at, name }) as Promise<PolicyObject>).catch((err: { code?: number }) => {
+      if (err.code === 404) return undefined;
+      throw err;
+    });
+  const list = (await custom.listNamespacedCustomObject(at)) as { metadata: { resourceVersion: string } };
+  const now = await read();
+  if (pred(now)) return now;
+  return new Promise((resolve, reject) => {
+    let req: { abort(): void } | undefined;
+    const timer = setTimeout(() => {
+      req?.abort();
+      reject(new Error(`${name} never reached the expected state; errors: ${errors.join('; ')}`));
+    }, 10_000);
+    void new Watch(api.kubeConfig(NS))
+      .watch(
+        `/apis/${CRD_GROUP}/${CRD_VERSION}/namespaces/${NS}/${POLICY_PLURAL}`,
+        { resourceVersion: list.metadata.resourceVersion },
+        (type, obj: PolicyObject) => {
+          if (obj.metadata?.name !== name) return;
+          const o = type === 'DELETED' ? undefined : obj;
+          if (pred(o)) {
+            clearTimeout(timer);
+            req?.abort();
+            resolve(o);
+          }
+        },
+        () => undefined,
+      )
+      .then((r) => {
+        req = r;
+      });
+  });
+}
+
+test.serial('a policy applied: finalizer, scheduled in its namespace, status with conditions and observedGeneration', async (t) => {
+  await custom.createNamespacedCustomObject({ ...at, body: policy('orders') });
+  const o = await until('orders', (x) => condition(x as PolicyObject, 'Ready')?.status === 'True');
+  t.true(o?.metadata.finalizers?.includes(POLICY_FINALIZER));
+  t.is(o?.status?.observedGeneration, 1);
+  t.is(condition(o as PolicyObject, 'Degraded')?.status, 'False');
+  t.is(o?.status?.interval?.ms, 3_600_000);
+  const scheduled = scheduler.get(internalName(NS, 'orders'));
+  t.is(scheduled.spec.selector.namespace, NS, 'the scheduler selects in the policy namespace only');
+});
+
+test.serial('reconciling an unchanged policy writes nothing (a write would come back as an update, and loop)', async (t) => {
+  await until('orders', (x) => condition(x as PolicyObject, 'Ready')?.status === 'True');
+  await sync.settled();
+  const before = api.store.revision;
+  await sync.reconcile(`${NS}/orders`);
+  t.is(api.store.revision, before);
+});
+
+test.serial('a spec change is reconciled: generation 2 observed, suspended shows as not Ready', async (t) => {
+  await custom.patchNamespacedCustomObject(
+    { ...at, name: 'orders', body: { spec: { suspend: true } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const o = await until('orders', (x) => x?.status?.observedGeneration === 2);
+  t.is(condition(o as PolicyObject, 'Ready')?.status, 'False');
+  t.is(condition(o as PolicyObject, 'Ready')?.reason, 'Suspended');
+  t.is(scheduler.get(internalName(NS, 'orders')).spec.suspend, true);
+});
+
+test.serial('a spec only the controller refuses: Degraded names the field, the last accepted spec stays', async (t) => {
+  await custom.createNamespacedCustomObject({
+    ...at,
+    body: policy('adaptive', { schedule: { adaptive: { mtbf: '7d', min: '1m', max: '1h' } } }),
+  });
+  await until('adaptive', (x) => condition(x as PolicyObject, 'Ready')?.status === 'True');
+  await custom.patchNamespacedCustomObject(
+    { ...at, name: 'adaptive', body: { spec: { schedule: { adaptive: { mtbf: '7d', min: '2h', max: '1h' } } } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const o = await until('adaptive', (x) => condition(x as PolicyObject, 'Degraded')?.reason === 'InvalidSpec');
+  t.regex(condition(o as PolicyObject, 'Ready')?.message ?? '', /spec\.schedule\.adaptive\.max/);
+  t.is(o?.status?.observedGeneration, 2);
+  const kept = scheduler.get(internalName(NS, 'adaptive')).spec.schedule as { adaptive: { min: string } };
+  t.is(kept.adaptive.min, '1m');
+});
+
+test.serial('deleted: the finalizer holds the object until the scheduler has let the policy go', async (t) => {
+  await custom.deleteNamespacedCustomObject({ ...at, name: 'orders' });
+  await until('orders', (x) => x === undefined);
+  t.false(scheduler.list().some((p) => p.metadata.name === internalName(NS, 'orders')));
+});
+
+test.serial('a controller restarted while a policy was created reconciles it on start', async (t) => {
+  await sync.stop();
+  await custom.createNamespacedCustomObject({ ...at, body: policy('late') });
+  t.false(scheduler.list().some((p) => p.metadata.name === internalName(NS, 'late')));
+  sync = new PolicySync({ kubeConfig: api.kubeConfig(), policies: scheduler, events });
+  await sync.start();
+  const o = await until('late', (x) => condition(x as PolicyObject, 'Ready')?.status === 'True');
+  t.truthy(o);
+  t.true(scheduler.list().some((p) => p.metadata.name === internalName(NS, 'late')));
+});
