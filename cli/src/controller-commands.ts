@@ -1,4 +1,5 @@
 /** `ferry controller`, `ferry nodes`, `ferry migrate`, `ferry migrations`: the controller side of the CLI. */
+import os from 'node:os';
 import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import { type Command, Option } from 'commander';
 import { FerryError } from '../../agent/src/errors.js';
@@ -73,6 +74,22 @@ export function migrationSummary(m: MigrationRecord): string {
   ]);
 }
 
+interface ControllerFlags {
+  listen?: string;
+  database?: string;
+  agentTimeout: number;
+  agentLongTimeout: number;
+  healthCheck: number;
+  kube?: boolean;
+  kubeconfig?: string;
+  leaseNamespace?: string;
+  leaseName: string;
+  identity?: string;
+  leaseDuration: number;
+  renewDeadline: number;
+  retryPeriod: number;
+}
+
 export function addControllerCommands(program: Command, ctx: CliContext): void {
   program
     .option('--controller <url>', 'controller URL', process.env.FERRY_CONTROLLER ?? `http://127.0.0.1:${DEFAULT_CONTROLLER_PORT}`)
@@ -81,7 +98,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
 
   program
     .command('controller')
-    .description('run the controller (standalone, embedded SQLite store)')
+    .description('run the controller (standalone on an embedded SQLite store; --kube: on Kubernetes too)')
     .option('--listen <host:port>', `address to listen on (default 127.0.0.1:${DEFAULT_CONTROLLER_PORT}, $FERRY_CONTROLLER_LISTEN)`)
     .option('--database <file>', 'SQLite file (default /var/lib/ferry/controller.db, $FERRY_CONTROLLER_DB)')
     .option('--agent-timeout <ms>', 'limit of quick calls to agents (probe, list, delete)', positiveInt('--agent-timeout'), 15_000)
@@ -92,18 +109,44 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
       positiveInt('--health-check'),
       10_000,
     )
-    .action(async (opts: { listen?: string; database?: string; agentTimeout: number; agentLongTimeout: number; healthCheck: number }) => {
+    .option('--kube', 'Kubernetes mode: reconcile CheckpointPolicy objects; of several replicas, the Lease holder acts')
+    .option('--kubeconfig <file>', 'kubeconfig for --kube (default: in-cluster service account, else $KUBECONFIG)')
+    .option('--lease-namespace <ns>', 'namespace of the leader Lease (default $POD_NAMESPACE, else ferry-system)')
+    .option('--lease-name <name>', 'name of the leader Lease', 'ferry-controller')
+    .option('--identity <id>', 'this replica in the Lease (default $POD_NAME, else host name and pid)')
+    .option('--lease-duration <ms>', 'a leader silent this long is replaced', positiveInt('--lease-duration'), 15_000)
+    .option('--renew-deadline <ms>', 'a leader that has not renewed for this long stops acting', positiveInt('--renew-deadline'), 10_000)
+    .option('--retry-period <ms>', 'how often the Lease is renewed or tried', positiveInt('--retry-period'), 2_000)
+    .action(async (opts: ControllerFlags) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
+      if (opts.kube && opts.renewDeadline >= opts.leaseDuration) {
+        throw new FerryError('bad_request', '--renew-deadline must be shorter than --lease-duration', {
+          details: { field: '--renew-deadline' },
+        });
+      }
       const cfg = controllerConfig({
         ...(opts.listen ? { listen: opts.listen } : {}),
         ...(opts.database ? { database: opts.database } : {}),
         ...(controllerToken ? { token: controllerToken } : {}),
         agentTimeouts: { quickMs: opts.agentTimeout, longMs: opts.agentLongTimeout },
         healthCheckMs: opts.healthCheck,
+        ...(opts.kube
+          ? {
+              kube: {
+                ...(opts.kubeconfig ? { kubeconfig: opts.kubeconfig } : {}),
+                leaseNamespace: opts.leaseNamespace ?? process.env.POD_NAMESPACE ?? 'ferry-system',
+                leaseName: opts.leaseName,
+                identity: opts.identity ?? process.env.POD_NAME ?? `${os.hostname()}-${process.pid}`,
+                leaseDurationMs: opts.leaseDuration,
+                renewDeadlineMs: opts.renewDeadline,
+                retryPeriodMs: opts.retryPeriod,
+              },
+            }
+          : {}),
       });
       const c = await startController(cfg, !ctx.json());
       console.error(
-        `ferry controller listening on ${c.url}; store ${cfg.database}${c.recovered.length ? `; settling ${c.recovered.length} unfinished migration(s)` : ''}`,
+        `ferry controller listening on ${c.url}; store ${cfg.database}${c.recovered.length ? `; settling ${c.recovered.length} unfinished migration(s)` : ''}${cfg.kube ? `; kubernetes mode as ${cfg.kube.identity}` : ''}`,
       );
     });
 

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { parseListen } from '../../agent/src/config.js';
 import { FerryError } from '../../agent/src/errors.js';
+import type { KubeModeConfig } from './kube/mode.js';
 
 export interface ControllerConfig {
   host: string;
@@ -16,6 +17,8 @@ export interface ControllerConfig {
    * that stops moving (their own stall limit).
    */
   agentTimeouts: { quickMs: number; longMs: number };
+  /** Kubernetes mode (docs/kubernetes.md): CheckpointPolicy objects, one acting replica by Lease. */
+  kube?: KubeModeConfig;
 }
 
 export const DEFAULT_CONTROLLER_PORT = 7080;
@@ -26,6 +29,7 @@ export function controllerConfig(opts: {
   database?: string;
   healthCheckMs?: number;
   agentTimeouts?: { quickMs: number; longMs: number };
+  kube?: KubeModeConfig;
 }): ControllerConfig {
   const token = opts.token ?? process.env.FERRY_CONTROLLER_TOKEN;
   if (!token) {
@@ -39,5 +43,6 @@ export function controllerConfig(opts: {
     database: path.resolve(opts.database ?? process.env.FERRY_CONTROLLER_DB ?? '/var/lib/ferry/controller.db'),
     healthCheckMs: opts.healthCheckMs ?? 10_000,
     agentTimeouts: opts.agentTimeouts ?? { quickMs: 15_000, longMs: 30 * 60_000 },
+    ...(opts.kube ? { kube: opts.kube } : {}),
   };
 }

@@ -11,6 +11,7 @@ import { PolicyRepo } from './store/policies.js';
 import { PolicyEvents } from './policy/events.js';
 import { PolicyPlacement } from './policy/recovery.js';
 import { PolicyScheduler } from './policy/scheduler.js';
+import { type KubeMode, startKubeMode } from './kube/mode.js';
 
 export interface RunningController {
   app: FastifyInstance;
@@ -18,6 +19,8 @@ export interface RunningController {
   orchestrator: Orchestrator;
   nodes: NodeRegistry;
   policies: PolicyScheduler;
+  /** Kubernetes mode, when configured: whether this replica leads. */
+  kube?: KubeMode;
   /** Ids of migrations found unfinished at start and being settled. */
   recovered: string[];
   close(): Promise<void>;
@@ -36,15 +39,21 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, logger });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
-  policies.start();
+  // In Kubernetes mode only the replica holding the lease schedules; standalone, this one always does.
+  const kube = cfg.kube
+    ? startKubeMode(cfg.kube, { policies, events: policyEvents, log: (l) => (logger ? app.log.info(l) : console.error(l)) })
+    : undefined;
+  if (!kube) policies.start();
   return {
     app,
     url,
     orchestrator,
     nodes,
     policies,
+    ...(kube ? { kube } : {}),
     recovered,
     close: async () => {
+      await kube?.stop();
       await nodes.stopHealthChecks();
       await policies.stop();
       await app.close();

@@ -161,7 +161,9 @@ export class PolicyScheduler {
    * Settles what a previous controller left unfinished, then starts firing policies. In the background:
    * asking agents about journaled checkpoints must not hold up the API when a node is down.
    */
+  /** Starts (again, after a stop: a controller that becomes the leader once more). */
   start(): void {
+    this.halted = false;
     this.starting = this.recover()
       .catch(() => undefined)
       .then(() => {

@@ -1,0 +1,81 @@
+/**
+ * The controller's Kubernetes mode: of the replicas, the one holding the Lease runs the policy scheduler
+ * and reconciles CheckpointPolicy objects; the others wait. Becoming leader starts both, losing the lease
+ * stops both before anything else happens, one transition at a time.
+ */
+import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { PolicyEvents } from '../policy/events.js';
+import type { PolicyScheduler } from '../policy/scheduler.js';
+import { LeaderElector } from './leader.js';
+import { PolicySync } from './policy-sync.js';
+
+export interface KubeModeConfig {
+  /** A kubeconfig file; without one, the pod's service account (in-cluster), else $KUBECONFIG or ~/.kube/config. */
+  kubeconfig?: string;
+  leaseNamespace: string;
+  leaseName: string;
+  identity: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+}
+
+export interface KubeMode {
+  isLeader(): boolean;
+  stop(): Promise<void>;
+}
+
+export function loadKubeConfig(file?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+export function startKubeMode(
+  cfg: KubeModeConfig,
+  deps: { policies: PolicyScheduler; events: PolicyEvents; log: (line: string) => void },
+): KubeMode {
+  const kc = loadKubeConfig(cfg.kubeconfig);
+  let sync: PolicySync | undefined;
+  let transitions = Promise.resolve();
+  const then = (step: () => Promise<void>) => {
+    transitions = transitions.then(step).catch((err: unknown) => deps.log(`kubernetes mode: ${String(err)}`));
+  };
+  const elector = new LeaderElector(kc.makeApiClient(CoordinationV1Api), {
+    namespace: cfg.leaseNamespace,
+    name: cfg.leaseName,
+    identity: cfg.identity,
+    leaseDurationMs: cfg.leaseDurationMs,
+    renewDeadlineMs: cfg.renewDeadlineMs,
+    retryPeriodMs: cfg.retryPeriodMs,
+    onStartedLeading: () =>
+      then(async () => {
+        deps.log(`${cfg.identity} leads (lease ${cfg.leaseNamespace}/${cfg.leaseName}): scheduling and reconciling policies`);
+        deps.policies.start();
+        sync = new PolicySync({
+          kubeConfig: kc,
+          policies: deps.policies,
+          events: deps.events,
+          onError: (k, e) => deps.log(`reconcile ${k}: ${String(e)}`),
+        });
+        await sync.start();
+      }),
+    onStoppedLeading: () =>
+      then(async () => {
+        deps.log(`${cfg.identity} no longer leads: policies stopped`);
+        await sync?.stop();
+        sync = undefined;
+        await deps.policies.stop();
+      }),
+    onError: (err) => deps.log(`lease ${cfg.leaseNamespace}/${cfg.leaseName}: ${String(err)}`),
+  });
+  elector.start();
+  return {
+    isLeader: () => elector.isLeader,
+    async stop() {
+      await elector.stop();
+      await transitions;
+    },
+  };
+}

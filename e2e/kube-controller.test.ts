@@ -1,0 +1,88 @@
+/**
+ * `ferry controller --kube`, two real controller processes against the API stand-in: the one holding the
+ * Lease reconciles CheckpointPolicy objects; killed (SIGKILL, no goodbye), the other takes the Lease over
+ * and goes on reconciling. Each replica has its own store, as two pods would.
+ */
+import { CoordinationV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import type { PolicyObject } from '../controller/src/kube/policy-sync.js';
+import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
+import { type NodeProcess, startProcess } from './support/netns.js';
+import { scaled } from './support/time.js';
+import { waitFor } from './support/workload.js';
+
+const FERRY = fileURLToPath(new URL('../bin/ferry.js', import.meta.url));
+const NS = 'shop';
+const at = { group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: POLICY_PLURAL };
+let api: KubeApiStandIn;
+let scratch: string;
+const replicas = new Map<string, NodeProcess>();
+
+test.before(async () => {
+  api = await startKubeApi();
+  api.registerCrd(checkpointPolicyCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-kube-controller-'));
+  await writeFile(path.join(scratch, 'kubeconfig'), api.kubeConfig().exportConfig());
+});
+
+test.after.always(async () => {
+  for (const p of replicas.values()) await p.stop();
+  await api?.close();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function startReplica(identity: string): Promise<NodeProcess> {
+  const argv = [process.execPath, FERRY, '--json', '--controller-token', randomBytes(8).toString('hex'), 'controller'];
+  argv.push('--listen', '127.0.0.1:0', '--database', path.join(scratch, `${identity}.db`));
+  argv.push('--kube', '--kubeconfig', path.join(scratch, 'kubeconfig'), '--lease-namespace', 'ferry-system', '--identity', identity);
+  argv.push('--lease-duration', String(scaled(1_500)), '--renew-deadline', String(scaled(1_000)), '--retry-period', String(scaled(200)));
+  const p = await startProcess(argv, { readyLine: /listening on/, timeoutMs: scaled(30_000) });
+  replicas.set(identity, p);
+  return p;
+}
+
+const custom = () => api.kubeConfig(NS).makeApiClient(CustomObjectsApi);
+const holder = async () =>
+  (await api.kubeConfig().makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: 'ferry-system', name: 'ferry-controller' }))
+    .spec?.holderIdentity;
+const observed = (name: string) => async () => ((await custom().getNamespacedCustomObject({ ...at, name })) as PolicyObject).status;
+
+test.serial('two replicas: the Lease holder reconciles; killed, the other takes over and reconciles the next change', async (t) => {
+  await startReplica('one');
+  await waitFor(holder, (h) => h === 'one', { what: 'replica one to take the lease', timeoutMs: scaled(10_000) });
+  await startReplica('two');
+
+  await custom().createNamespacedCustomObject({
+    ...at,
+    body: {
+      apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
+      kind: 'CheckpointPolicy',
+      metadata: { name: 'orders' },
+      spec: { selector: { names: ['db-*'] }, schedule: { every: '1h' } },
+    },
+  });
+  const first = await waitFor(observed('orders'), (s) => s?.observedGeneration === 1, { what: 'the leader to reconcile orders' });
+  t.is(first?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+  t.is(await holder(), 'one', 'the second replica did not take the lease from a live leader');
+
+  const one = replicas.get('one') as NodeProcess;
+  one.child.kill('SIGKILL');
+  await one.stop();
+  await custom().patchNamespacedCustomObject(
+    { ...at, name: 'orders', body: { spec: { schedule: { every: '2h' } } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+  const second = await waitFor(observed('orders'), (s) => s?.observedGeneration === 2, {
+    what: 'replica two to take over and reconcile',
+    timeoutMs: scaled(15_000),
+  });
+  t.is(second?.interval?.ms, 7_200_000);
+  t.is(await holder(), 'two');
+  t.regex(replicas.get('two')?.output() ?? '', /two leads/);
+});
