@@ -9,7 +9,7 @@ import { Ajv } from 'ajv';
 import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
 import { isFerryError } from '../../agent/src/errors.js';
-import { CRD_FILE, checkpointPolicyCrd, renderCrdYaml, type SchemaNode } from '../src/kube/crd.js';
+import { CHART_CRD_FILE, CRD_FILE, checkpointPolicyCrd, renderCrdYaml, type SchemaNode } from '../src/kube/crd.js';
 import { compilePolicy } from '../src/policy/compile.js';
 import { policyDocumentSchema, policySpecSchema } from '../src/policy/schema.js';
 import type { PolicySpec } from '../src/policy/types.js';
@@ -48,8 +48,9 @@ const withSpec = (patch: Record<string, unknown>): Doc => {
   return doc;
 };
 
-test('crd/ holds the CRD generated from the policy schema (npm run crd)', async (t) => {
-  t.is(await readFile(CRD_FILE, 'utf8'), renderCrdYaml(), 'run `npm run crd` and commit the result');
+test('crd/ and the chart hold the CRD generated from the policy schema (npm run crd)', async (t) => {
+  for (const file of [CRD_FILE, CHART_CRD_FILE])
+    t.is(await readFile(file, 'utf8'), renderCrdYaml(), `${file}: run \`npm run crd\` and commit`);
 });
 
 test('the CRD schema is structural; the standalone schema as it is would not be', (t) => {

@@ -180,6 +180,8 @@ export function checkpointPolicyCrd() {
 }
 
 export const CRD_FILE = 'crd/checkpointpolicies.ferry.dev.yaml';
+/** The chart's copy: Helm installs a chart's crds/ as they are, before its templates. */
+export const CHART_CRD_FILE = 'helm/ferry/crds/checkpointpolicies.ferry.dev.yaml';
 
 /** The CRD as the file in crd/ holds it. */
 export function renderCrdYaml(): string {

@@ -1,6 +1,8 @@
-/** `npm run crd`: writes the CheckpointPolicy CRD into crd/ from the policy schema (crd.ts). */
+/** `npm run crd`: writes the CheckpointPolicy CRD into crd/ and the chart's crds/ from the policy schema (crd.ts). */
 import { writeFile } from 'node:fs/promises';
-import { CRD_FILE, renderCrdYaml } from './crd.js';
+import { CHART_CRD_FILE, CRD_FILE, renderCrdYaml } from './crd.js';
 
-await writeFile(CRD_FILE, renderCrdYaml());
-console.log(`wrote ${CRD_FILE}`);
+for (const file of [CRD_FILE, CHART_CRD_FILE]) {
+  await writeFile(file, renderCrdYaml());
+  console.log(`wrote ${file}`);
+}
