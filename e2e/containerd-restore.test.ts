@@ -11,10 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { type ContainerdNode, importBusyboxInto, startContainerd } from './support/containerd.js';
+import { type ContainerdNode, importFromPodman, startContainerd } from './support/containerd.js';
 import { COUNTER_ARGV, importBusyboxImage, waitFor } from './support/workload.js';
 
-const CTR_IMAGE = 'ferry-busybox:ctr';
+/** podman's name for IMAGE, which its archive carries into containerd. */
+const CTR_IMAGE = 'localhost/ferry-busybox:latest';
 let scratch: string;
 let cluster: TestCluster;
 const containerd = new Map<string, ContainerdNode>();
@@ -34,7 +35,7 @@ test.before(async () => {
     containerd.set(n, c);
   }
   await importBusyboxImage('podman', IMAGE, scratch);
-  await importBusyboxInto([...containerd.values()], IMAGE, scratch, CTR_IMAGE);
+  await importFromPodman([...containerd.values()], IMAGE, scratch);
 });
 
 test.after.always(async () => {

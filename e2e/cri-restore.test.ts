@@ -18,13 +18,14 @@ import {
   CRI_HANDLER,
   CRI_NAMESPACE,
   type ContainerdNode,
-  importBusyboxInto,
+  importFromPodman,
   startContainerd,
 } from './support/containerd.js';
 import { type ContainerConfig, CriClient, KUBELET_NAMESPACES, type PodSandboxConfig } from './support/cri/client.js';
 import { COUNTER_ARGV, importBusyboxImage, waitFor } from './support/workload.js';
 
 const SANDBOX_IMAGE = 'localhost/ferry-pause:1';
+/** podman's name for IMAGE, which its archive carries into containerd. */
 const CTR_IMAGE = 'localhost/ferry-busybox:latest';
 const SUBNETS: Record<string, string> = { a: '10.89.1.0/24', b: '10.89.2.0/24' };
 
@@ -54,8 +55,8 @@ test.before(async () => {
     cri.set(n, new CriClient(c.address));
   }
   const nodes = [...containerd.values()];
-  await importBusyboxInto(nodes, IMAGE, scratch, CTR_IMAGE, CRI_NAMESPACE);
-  await importBusyboxInto(nodes, SANDBOX_IMAGE, scratch, SANDBOX_IMAGE, CRI_NAMESPACE);
+  await importFromPodman(nodes, IMAGE, scratch, CRI_NAMESPACE);
+  await importFromPodman(nodes, SANDBOX_IMAGE, scratch, CRI_NAMESPACE);
 });
 
 test.after.always(async () => {

@@ -155,17 +155,21 @@ async function criConfig(dir: string, node: string, runcBase: string, cri: { sub
   ];
 }
 
-/** The busybox image podman holds, as an OCI archive that `ctr images import` takes. */
-export async function importBusyboxInto(
+/**
+ * An image podman holds, imported into each containerd under podman's own name (the archive's
+ * org.opencontainers.image.ref.name). Not also under an --index-name: when the two names are equal, the
+ * second record replaces the first while containerd still unpacks it, and its garbage collector may take
+ * the index away first ("content digest ... not found", seen once in CI).
+ */
+export async function importFromPodman(
   nodes: ContainerdNode[],
   podmanImage: string,
   scratch: string,
-  name: string,
   namespace = NAMESPACE,
 ): Promise<void> {
-  const archive = path.join(scratch, `${name.replace(/\W/g, '_')}.oci.tar`);
+  const archive = path.join(scratch, `${podmanImage.replace(/\W/g, '_')}.oci.tar`);
   await execa('podman', ['save', '--format', 'oci-archive', '-o', archive, podmanImage]);
-  for (const n of nodes) await n.ctr(['--namespace', namespace, 'images', 'import', '--index-name', name, archive]);
+  for (const n of nodes) await n.ctr(['--namespace', namespace, 'images', 'import', archive]);
 }
 
 /**
