@@ -11,7 +11,7 @@ import { PolicyRepo } from './store/policies.js';
 import { PolicyEvents } from './policy/events.js';
 import { PolicyPlacement } from './policy/recovery.js';
 import { PolicyScheduler } from './policy/scheduler.js';
-import { type KubeMode, startKubeMode } from './kube/mode.js';
+import type { KubeMode } from './kube/mode.js';
 
 export interface RunningController {
   app: FastifyInstance;
@@ -40,8 +40,13 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
   // In Kubernetes mode only the replica holding the lease schedules; standalone, this one always does.
-  const kube = cfg.kube
-    ? startKubeMode(cfg.kube, { policies, events: policyEvents, log: (l) => (logger ? app.log.info(l) : console.error(l)) })
+  // The Kubernetes client is loaded only then: importing it costs every start 0.4 s here, seconds in the lab VM.
+  const kube: KubeMode | undefined = cfg.kube
+    ? (await import('./kube/mode.js')).startKubeMode(cfg.kube, {
+        policies,
+        events: policyEvents,
+        log: (l) => (logger ? app.log.info(l) : console.error(l)),
+      })
     : undefined;
   if (!kube) policies.start();
   return {
