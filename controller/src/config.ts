@@ -40,9 +40,14 @@ export function controllerConfig(opts: {
   return {
     ...parseListen(opts.listen ?? process.env.FERRY_CONTROLLER_LISTEN ?? `127.0.0.1:${DEFAULT_CONTROLLER_PORT}`),
     token,
-    database: path.resolve(opts.database ?? process.env.FERRY_CONTROLLER_DB ?? '/var/lib/ferry/controller.db'),
+    database: storePath(opts.database ?? process.env.FERRY_CONTROLLER_DB ?? '/var/lib/ferry/controller.db'),
     healthCheckMs: opts.healthCheckMs ?? 10_000,
     agentTimeouts: opts.agentTimeouts ?? { quickMs: 15_000, longMs: 30 * 60_000 },
     ...(opts.kube ? { kube: opts.kube } : {}),
   };
+}
+
+/** SQLite's ':memory:' names no file: resolved as a path it became a file of that name in the working directory. */
+function storePath(file: string): string {
+  return file === ':memory:' ? file : path.resolve(file);
 }
