@@ -102,14 +102,15 @@ serial(
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
     t.is(m.rounds.length, 1, 'podman keeps one pre-checkpoint');
+    // Logged before the checks, so that a failed run shows its figures too.
+    t.log(
+      `round 1: ${m.rounds[0]?.pagesWritten} pages, final ${m.figures.finalPagesWritten}; downtime ${m.figures.downtimeMs} ms by the controller`,
+    );
     t.true(
       (m.figures.finalPagesWritten ?? Number.POSITIVE_INFINITY) < (m.rounds[0]?.pagesWritten ?? 0),
       'the final dump wrote only the delta',
     );
     await expectCountResumed(() => podmanCount(cluster, 'b', name), before);
     t.is(await podmanState(cluster, 'a', name), undefined);
-    t.log(
-      `round 1: ${m.rounds[0]?.pagesWritten} pages, final ${m.figures.finalPagesWritten}; downtime ${m.figures.downtimeMs} ms by the controller`,
-    );
   },
 );
