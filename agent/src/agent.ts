@@ -165,7 +165,6 @@ export class Agent {
     });
   }
 
-  /** Stops and removes a container (a migration's source once the target runs); absent is not an error. */
   /** Freezes the containers together (a coordinated checkpoint's cut); see holds.ts. */
   async hold(p: HoldParams): Promise<Hold> {
     const targets = await Promise.all(
@@ -189,6 +188,7 @@ export class Agent {
     return this.holds.releaseAll();
   }
 
+  /** Stops and removes a container (a migration's source once the target runs); absent is not an error. */
   async removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     assertContainerRef(ref);
     const found = await this.driver(runtime).find(ref);
