@@ -5,7 +5,7 @@
  * observedGeneration, the finalizer, a spec only the controller refuses, and a controller restarted while
  * a policy was created.
  */
-import { CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 import test from 'ava';
 import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
 import { internalName, POLICY_FINALIZER, type PolicyObject, PolicySync } from '../controller/src/kube/policy-sync.js';
@@ -17,6 +17,7 @@ import { openDatabase } from '../controller/src/store/db.js';
 import { NodeRepo } from '../controller/src/store/nodes.js';
 import { PolicyRepo } from '../controller/src/store/policies.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
+import { waitFor } from './support/workload.js';
 
 const NS = 'shop';
 const at = { group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: POLICY_PLURAL };
@@ -60,6 +61,12 @@ const policy = (name: string, spec: Record<string, unknown> = {}) => ({
 });
 
 const condition = (o: PolicyObject, type: string) => o.status?.conditions?.find((c) => c.type === type);
+
+/** The events recorded about a policy, as `kubectl describe cpol NAME` lists them. */
+const eventsAbout = async (name: string) =>
+  (await api.kubeConfig(NS).makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: NS })).items.filter(
+    (e) => e.involvedObject.name === name && e.involvedObject.kind === 'CheckpointPolicy',
+  );
 
 /** The object once pred holds: checked now, then at every change the API server reports (a watch). */
 async function until(name: string, pred: (o: PolicyObject | undefined) => boolean): Promise<PolicyObject | undefined> {
@@ -107,6 +114,12 @@ test.serial('a policy applied: finalizer, scheduled in its namespace, status wit
   t.is(o?.status?.interval?.ms, 3_600_000);
   const scheduled = scheduler.get(internalName(NS, 'orders'));
   t.is(scheduled.spec.selector.namespace, NS, 'the scheduler selects in the policy namespace only');
+  const events = await waitFor(
+    () => eventsAbout('orders'),
+    (es) => es.some((e) => e.reason === 'Applied'),
+    { what: 'an Applied event on orders' },
+  );
+  t.is(events.find((e) => e.reason === 'Applied')?.type, 'Normal');
 });
 
 test.serial('reconciling an unchanged policy writes nothing (a write would come back as an update, and loop)', async (t) => {
@@ -140,6 +153,13 @@ test.serial('a spec only the controller refuses: Degraded names the field, the l
   );
   const o = await until('adaptive', (x) => condition(x as PolicyObject, 'Degraded')?.reason === 'InvalidSpec');
   t.regex(condition(o as PolicyObject, 'Ready')?.message ?? '', /spec\.schedule\.adaptive\.max/);
+  const events = await waitFor(
+    () => eventsAbout('adaptive'),
+    (es) => es.some((e) => e.reason === 'InvalidSpec'),
+    { what: 'an InvalidSpec event on adaptive' },
+  );
+  t.is(events.find((e) => e.reason === 'InvalidSpec')?.type, 'Warning');
+  t.is(events.filter((e) => e.reason === 'Applied').length, 1, 'one Applied event for generation 1, none again');
   t.is(o?.status?.observedGeneration, 2);
   const kept = scheduler.get(internalName(NS, 'adaptive')).spec.schedule as { adaptive: { min: string } };
   t.is(kept.adaptive.min, '1m');

@@ -26,6 +26,7 @@ import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import type { PolicySpec, PolicyStatus } from '../policy/types.js';
 import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from './crd.js';
+import { EventRecorder, type EventTarget, kubeEventFor } from './events.js';
 import { WorkQueue } from './workqueue.js';
 
 export const POLICY_FINALIZER = 'ferry.dev/checkpoints';
@@ -45,6 +46,7 @@ export interface PolicyObject extends KubernetesObject {
   metadata: {
     name: string;
     namespace: string;
+    uid?: string;
     generation?: number;
     resourceVersion?: string;
     finalizers?: string[];
@@ -68,11 +70,13 @@ export class PolicySync {
   private readonly api: CustomObjectsApi;
   private readonly informer: Informer<PolicyObject> & ObjectCache<PolicyObject>;
   private readonly queue: WorkQueue;
+  private readonly recorder: EventRecorder;
   /** Scheduler events of each policy, so that its status follows its runs. */
   private readonly followed = new Map<string, () => void>();
 
   constructor(private readonly opts: PolicySyncOptions) {
     this.api = opts.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.recorder = new EventRecorder(opts.kubeConfig, (err) => opts.onError?.('events', err));
     const path = `/apis/${CRD_GROUP}/${CRD_VERSION}/${POLICY_PLURAL}`;
     this.informer = makeInformer<PolicyObject>(
       opts.kubeConfig,
@@ -126,6 +130,8 @@ export class PolicySync {
       return; // the update comes back through the informer and is reconciled then
     }
     const generation = obj.metadata.generation ?? 1;
+    // A generation seen for the first time gets one event saying whether its spec was taken.
+    const news = obj.status?.observedGeneration !== generation;
     let status: KubeStatus;
     try {
       const { policy } = this.opts.policies.apply({
@@ -138,9 +144,11 @@ export class PolicySync {
         observedGeneration: generation,
         conditions: conditionsFor(policy.status, generation, obj.status?.conditions),
       };
+      if (news) void this.recorder.record(target(obj), 'Normal', 'Applied', `generation ${generation}: ${policy.status.interval.reason}`);
     } catch (err) {
       if (!isFerryError(err)) throw err;
       const field = typeof err.details?.field === 'string' ? err.details.field : 'spec';
+      if (news) void this.recorder.record(target(obj), 'Warning', 'InvalidSpec', `generation ${generation}: ${err.message}`);
       status = {
         ...(obj.status ?? {}),
         observedGeneration: generation,
@@ -186,11 +194,18 @@ export class PolicySync {
     return (await this.opts.policies.remove(internal)).left;
   }
 
+  /** Status follows the policy's runs; what goes wrong in them is also told as an event on the object. */
   private follow(internal: string, key: string): void {
     if (this.followed.has(internal)) return;
+    const [namespace, name] = key.split('/') as [string, string];
     this.followed.set(
       internal,
-      this.opts.events.subscribe(internal, () => this.queue.add(key)),
+      this.opts.events.subscribe(internal, (e) => {
+        this.queue.add(key);
+        const kind = kubeEventFor(e);
+        const obj = this.informer.get(name, namespace);
+        if (kind && obj) void this.recorder.record(target(obj), kind.type, kind.reason, e.message);
+      }),
     );
   }
 
@@ -201,6 +216,14 @@ export class PolicySync {
     );
   }
 }
+
+const target = (o: PolicyObject): EventTarget => ({
+  apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
+  kind: 'CheckpointPolicy',
+  name: o.metadata.name,
+  namespace: o.metadata.namespace,
+  ...(o.metadata.uid ? { uid: o.metadata.uid } : {}),
+});
 
 /** Ready, Progressing and Degraded from the scheduler's status of the policy. */
 export function conditionsFor(s: PolicyStatus, generation: number, previous: Condition[] | undefined): Condition[] {
