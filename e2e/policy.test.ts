@@ -305,9 +305,12 @@ test.serial('coordinated: a pair exchanging counts restores to a consistent pair
       retention: { keepLast: 2 },
     },
   });
+  // Two runs that each cut both containers: a run may also find none yet (the nodes' container listings are
+  // cached for a second, and one taken just before the pair started does not show it), and succeed empty.
+  const cuts = (rs: Awaited<ReturnType<typeof finishedRuns>>) => rs.filter((r) => r.status === 'succeeded' && r.checkpoints.length === 2);
   const runs = await waitFor(
     () => finishedRuns('pair'),
-    (rs) => rs.filter((r) => r.status === 'succeeded').length >= 2,
+    (rs) => cuts(rs).length >= 2,
     { timeoutMs: scaled(30_000), everyMs: 100, what: 'two coordinated runs' },
   );
   const group = runs.find((r) => r.status === 'succeeded' && r.checkpoints.length === 2);
