@@ -69,96 +69,83 @@ interface Change {
   at: number;
 }
 
-function elector(name: string, who: string, leases: CoordinationV1Api, log: Change[], onChange: () => void): LeaderElector {
-  const note = (leading: boolean) => {
-    log.push({ who, leading, at: performance.now() });
-    onChange();
-  };
-  return new LeaderElector(leases, {
-    namespace: 'ferry-system',
-    name,
-    identity: who,
-    leaseDurationMs: 600,
-    renewDeadlineMs: 400,
-    retryPeriodMs: 100,
-    onStartedLeading: () => note(true),
-    onStoppedLeading: () => note(false),
-  });
-}
+/** Electors on one lease with their changes of leadership logged, and a way to wait for them. */
+class Leadership {
+  readonly log: Change[] = [];
+  private readonly waiters: (() => void)[] = [];
 
-/** Resolves when pred holds for the log; re-checked at every change, no polling. */
-function when(log: Change[], pred: (log: Change[]) => boolean): { check: () => void; done: Promise<void> } {
-  let resolve!: () => void;
-  const done = new Promise<void>((r) => {
-    resolve = r;
-  });
-  const check = () => {
-    if (pred(log)) resolve();
-  };
-  return { check, done };
-}
+  constructor(private readonly lease: string) {}
 
-/** Whether two electors ever led at the same time, from the log of their changes. */
-function overlapped(log: Change[]): boolean {
-  const leading = new Set<string>();
-  for (const c of log) {
-    if (c.leading) leading.add(c.who);
-    else leading.delete(c.who);
-    if (leading.size > 1) return true;
+  elector(who: string, leases: CoordinationV1Api): LeaderElector {
+    const note = (leading: boolean) => {
+      this.log.push({ who, leading, at: performance.now() });
+      for (const w of this.waiters) w();
+    };
+    return new LeaderElector(leases, {
+      namespace: 'ferry-system',
+      name: this.lease,
+      identity: who,
+      leaseDurationMs: 600,
+      renewDeadlineMs: 400,
+      retryPeriodMs: 100,
+      onStartedLeading: () => note(true),
+      onStoppedLeading: () => note(false),
+    });
   }
-  return false;
+
+  /** Resolves once `who` has led: checked now and at every change, no polling. */
+  led(who: string): Promise<void> {
+    const has = () => this.log.some((c) => c.who === who && c.leading);
+    if (has()) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(() => has() && resolve()));
+  }
+
+  /** Whether two electors ever led at the same time. */
+  overlapped(): boolean {
+    const leading = new Set<string>();
+    for (const c of this.log) {
+      if (c.leading) leading.add(c.who);
+      else leading.delete(c.who);
+      if (leading.size > 1) return true;
+    }
+    return false;
+  }
 }
 
 test('one replica leads; cut off, it stops before the other takes over', async (t) => {
-  const log: Change[] = [];
-  const waiters: (() => void)[] = [];
-  const changed = () => {
-    for (const w of waiters) w();
-  };
+  const l = new Leadership('partition');
   const relay = await cuttableRelay(new URL(api.url));
-  const a = elector('partition', 'a', clientVia(relay.url), log, changed);
-  const first = when(log, (l) => l.some((c) => c.leading));
-  waiters.push(first.check);
+  const a = l.elector('a', clientVia(relay.url));
   a.start();
-  await first.done;
-  const b = elector('partition', 'b', clientVia(api.url), log, changed);
+  await l.led('a');
+  const b = l.elector('b', clientVia(api.url));
   b.start();
   t.true(a.isLeader);
   t.false(b.isLeader);
 
-  const handover = when(log, (l) => l.some((c) => c.who === 'b' && c.leading));
-  waiters.push(handover.check);
   relay.cut();
-  await handover.done;
+  await l.led('b');
   t.false(a.isLeader, 'a stopped leading when it could not renew');
-  t.false(overlapped(log), JSON.stringify(log));
-  const aStopped = log.find((c) => c.who === 'a' && !c.leading)?.at ?? Number.POSITIVE_INFINITY;
-  const bStarted = log.find((c) => c.who === 'b' && c.leading)?.at ?? 0;
+  t.false(l.overlapped(), JSON.stringify(l.log));
+  const aStopped = l.log.find((c) => c.who === 'a' && !c.leading)?.at ?? Number.POSITIVE_INFINITY;
+  const bStarted = l.log.find((c) => c.who === 'b' && c.leading)?.at ?? 0;
   t.true(aStopped < bStarted);
   await Promise.all([a.stop(), b.stop()]);
 });
 
 test('a leader that stops gives the lease up: the next takes it without waiting out the lease', async (t) => {
-  const log: Change[] = [];
-  const waiters: (() => void)[] = [];
-  const changed = () => {
-    for (const w of waiters) w();
-  };
+  const l = new Leadership('handover');
   const leases = clientVia(api.url);
-  const a = elector('handover', 'a', leases, log, changed);
-  const aLeads = when(log, (l) => l.some((c) => c.who === 'a' && c.leading));
-  waiters.push(aLeads.check);
+  const a = l.elector('a', leases);
   a.start();
-  await aLeads.done;
-  const b = elector('handover', 'b', leases, log, changed);
+  await l.led('a');
+  const b = l.elector('b', leases);
   b.start();
-  const bLeads = when(log, (l) => l.some((c) => c.who === 'b' && c.leading));
-  waiters.push(bLeads.check);
   const stoppedAt = performance.now();
   await a.stop();
-  await bLeads.done;
+  await l.led('b');
   t.true(performance.now() - stoppedAt < 600, 'b did not wait for the lease to expire');
-  t.false(overlapped(log));
+  t.false(l.overlapped());
   const lease = await leases.readNamespacedLease({ namespace: 'ferry-system', name: 'handover' });
   t.is(lease.spec?.holderIdentity, 'b');
   t.is(lease.spec?.leaseTransitions, 1);
@@ -166,25 +153,17 @@ test('a leader that stops gives the lease up: the next takes it without waiting 
 });
 
 test('a leader whose calls hang behind a partition still stops at its renew deadline', async (t) => {
-  const log: Change[] = [];
-  const waiters: (() => void)[] = [];
-  const changed = () => {
-    for (const w of waiters) w();
-  };
+  const l = new Leadership('stall');
   const relay = await cuttableRelay(new URL(api.url));
-  const a = elector('stall', 'a', clientVia(relay.url), log, changed);
-  const aLeads = when(log, (l) => l.some((c) => c.who === 'a' && c.leading));
-  waiters.push(aLeads.check);
+  const a = l.elector('a', clientVia(relay.url));
   a.start();
-  await aLeads.done;
-  const b = elector('stall', 'b', clientVia(api.url), log, changed);
+  await l.led('a');
+  const b = l.elector('b', clientVia(api.url));
   b.start();
-  const bLeads = when(log, (l) => l.some((c) => c.who === 'b' && c.leading));
-  waiters.push(bLeads.check);
   relay.stall();
-  await bLeads.done;
+  await l.led('b');
   t.false(a.isLeader, "a's renewal never came back, and it stopped acting all the same");
-  t.false(overlapped(log), JSON.stringify(log));
+  t.false(l.overlapped(), JSON.stringify(l.log));
   relay.cut();
   await Promise.all([a.stop(), b.stop()]);
 });
