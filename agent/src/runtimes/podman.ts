@@ -203,7 +203,7 @@ export class PodmanDriver implements RuntimeDriver {
     // podman writes the rootfs diff after CRIU lets a leave-running container go; frozen, both are one state.
     // A stopping dump is frozen first too: CRIU's own freeze costs 100 ms more (freezeBeforeDump).
     // No pid: it stopped since it was listed, and podman's refusal below says so.
-    const pid = req.preDump || req.heldFrozen ? 0 : c.pid || (await this.inspect(c.id)).State.Pid;
+    const pid = req.preDump || req.heldFrozen ? 0 : await this.pidOf(c);
     const thaw = pid ? await freezeBeforeDump(pid, c.name, req.leaveRunning) : undefined;
     try {
       try {
@@ -332,11 +332,16 @@ export class PodmanDriver implements RuntimeDriver {
 
   /** The raw cgroup freezer: `podman pause` would make podman refuse to checkpoint the container. */
   async freeze(c: ContainerInfo): Promise<() => Promise<void>> {
-    return holdFrozen(c.pid ?? (await this.inspect(c.id)).State.Pid, c.name);
+    return holdFrozen(await this.pidOf(c), c.name);
+  }
+
+  /** The container's init pid as listed, else as podman reports it now (0 when it does not run). */
+  private async pidOf(c: ContainerInfo): Promise<number> {
+    return c.pid || (await this.inspect(c.id)).State.Pid;
   }
 
   async thaw(c: ContainerInfo): Promise<void> {
-    const pid = c.pid ?? (await this.inspect(c.id)).State.Pid;
+    const pid = await this.pidOf(c);
     if (pid) await thawPid(pid);
   }
 

@@ -45,39 +45,25 @@ export async function hashFile(file: string, sync = false): Promise<{ size: numb
   const fd = openSync(file, 'r');
   try {
     const { size: statSize } = fstatSync(fd);
-    const digest = statSize <= SMALL_FILE ? hashSmall(fd, statSize) : await hashLarge(fd, statSize);
+    const small = statSize <= SMALL_FILE;
+    // One byte more than stat said: a file that grew since is read on, never cut short.
+    const buf = Buffer.allocUnsafe(small ? statSize + 1 : Math.min(CHUNK, statSize + 1));
+    const readChunk = small
+      ? (b: Buffer) => readSync(fd, b, 0, b.length, null)
+      : async (b: Buffer) => (await readFd(fd, b, 0, b.length, null)).bytesRead;
+    const hash = createHash('sha256');
+    let size = 0;
+    for (;;) {
+      const n = await readChunk(buf);
+      hash.update(buf.subarray(0, n));
+      size += n;
+      if (n < buf.length) break; // a short read of a regular file is its end
+    }
     if (sync) await fsyncFd(fd);
-    return digest;
+    return { size, sha256: hash.digest('hex') };
   } finally {
     closeSync(fd);
   }
-}
-
-function hashSmall(fd: number, statSize: number): { size: number; sha256: string } {
-  // One byte more than stat said: a file that grew since is read on, never cut short.
-  const buf = Buffer.allocUnsafe(statSize + 1);
-  const hash = createHash('sha256');
-  let size = 0;
-  for (;;) {
-    const n = readSync(fd, buf, 0, buf.length, null);
-    hash.update(buf.subarray(0, n));
-    size += n;
-    if (n < buf.length) break; // a short read of a regular file is its end
-  }
-  return { size, sha256: hash.digest('hex') };
-}
-
-async function hashLarge(fd: number, statSize: number): Promise<{ size: number; sha256: string }> {
-  const buf = Buffer.allocUnsafe(Math.min(CHUNK, statSize + 1));
-  const hash = createHash('sha256');
-  let size = 0;
-  for (;;) {
-    const { bytesRead } = await readFd(fd, buf, 0, buf.length, null);
-    hash.update(buf.subarray(0, bytesRead));
-    size += bytesRead;
-    if (bytesRead < buf.length) break;
-  }
-  return { size, sha256: hash.digest('hex') };
 }
 
 export async function describeFiles(dir: string, files: string[], sync: boolean): Promise<ManifestFile[]> {
