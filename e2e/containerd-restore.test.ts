@@ -12,7 +12,7 @@ import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { type ContainerdNode, importFromPodman, startContainerd } from './support/containerd.js';
-import { COUNTER_ARGV, importBusyboxImage, waitFor } from './support/workload.js';
+import { COUNTER_ARGV, countOf, importBusyboxImage, waitFor } from './support/workload.js';
 
 /** podman's name for IMAGE, which its archive carries into containerd. */
 const CTR_IMAGE = 'localhost/ferry-busybox:latest';
@@ -50,7 +50,7 @@ const node = (n: string) => containerd.get(n) as ContainerdNode;
 async function count(n: string, id: string): Promise<number> {
   const task = await node(n).task(id);
   if (task?.status !== 'RUNNING') return Number.NaN;
-  return Number((await readFile(`/proc/${task.pid}/root/tmp/count`, 'utf8').catch(() => 'NaN')).trim());
+  return countOf(task.pid);
 }
 
 test.serial('a container checkpointed on a is restored by containerd on b through ferry-runc and keeps counting', async (t) => {

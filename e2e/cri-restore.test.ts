@@ -8,7 +8,7 @@
  * cannot run here, so the test speaks its protocol to containerd.
  */
 import test from 'ava';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
@@ -22,7 +22,7 @@ import {
   startContainerd,
 } from './support/containerd.js';
 import { type ContainerConfig, CriClient, KUBELET_NAMESPACES, type PodSandboxConfig } from './support/cri/client.js';
-import { COUNTER_ARGV, importBusyboxImage, waitFor } from './support/workload.js';
+import { COUNTER_ARGV, countOf, importBusyboxImage, waitFor } from './support/workload.js';
 
 const SANDBOX_IMAGE = 'localhost/ferry-pause:1';
 /** podman's name for IMAGE, which its archive carries into containerd. */
@@ -108,7 +108,7 @@ async function runPod(n: string, config: PodSandboxConfig): Promise<string> {
 async function count(n: string, containerId: string): Promise<number> {
   const c = (await cluster.node(n).agent.containers('runc')).find((x) => x.id === containerId);
   if (c?.state !== 'running' || !c.pid) return Number.NaN;
-  return Number((await readFile(`/proc/${c.pid}/root/tmp/count`, 'utf8').catch(() => 'NaN')).trim());
+  return countOf(c.pid);
 }
 
 test.serial(

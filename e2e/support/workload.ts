@@ -3,7 +3,7 @@
  * writes it to a file each tick. After a restore the count must continue from memory, never restart at 1.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, copyFile, mkdtemp, symlink, rm, stat } from 'node:fs/promises';
+import { mkdir, copyFile, mkdtemp, readFile, symlink, rm, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { scaled } from './time.js';
@@ -88,6 +88,11 @@ export function readCount(cat: () => Promise<string>): Promise<number> {
     (n) => Number.isInteger(n) && n > 0,
     { timeoutMs: scaled(2_000), everyMs: 5, what: 'a complete count in the count file' },
   );
+}
+
+/** The count of the counter running as `pid`, read through its root from the host (no exec into it). */
+export function countOf(pid: number): Promise<number> {
+  return readCount(() => readFile(`/proc/${pid}/root${COUNT_FILE}`, 'utf8'));
 }
 
 /**
