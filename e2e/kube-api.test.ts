@@ -17,6 +17,7 @@ import {
 } from '@kubernetes/client-node';
 import test from 'ava';
 import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
 
 interface Policy {
@@ -34,7 +35,7 @@ const at = { group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: POLI
 
 test.before(async () => {
   api = await startKubeApi();
-  api.registerCrd(checkpointPolicyCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  servePolicies(api);
   custom = api.kubeConfig(NS).makeApiClient(CustomObjectsApi);
 });
 
@@ -42,12 +43,7 @@ test.after.always(async () => {
   await api?.close();
 });
 
-const policy = (name: string, spec: Record<string, unknown> = {}): Policy => ({
-  apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
-  kind: 'CheckpointPolicy',
-  metadata: { name },
-  spec: { selector: { names: ['db-*'] }, schedule: { every: '30s' }, ...spec },
-});
+const policy = (name: string, spec: Record<string, unknown> = {}): Policy => checkpointPolicy(name, spec);
 
 const create = (p: Policy) => custom.createNamespacedCustomObject({ ...at, body: p }) as Promise<Policy>;
 const get = (name: string) => custom.getNamespacedCustomObject({ ...at, name }) as Promise<Policy>;

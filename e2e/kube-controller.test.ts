@@ -10,8 +10,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from '../controller/src/kube/crd.js';
 import type { PolicyObject } from '../controller/src/kube/policy-sync.js';
+import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
 import { type NodeProcess, startProcess } from './support/netns.js';
 import { scaled } from './support/time.js';
@@ -26,7 +27,7 @@ const replicas = new Map<string, NodeProcess>();
 
 test.before(async () => {
   api = await startKubeApi();
-  api.registerCrd(checkpointPolicyCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  servePolicies(api);
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-kube-controller-'));
   await writeFile(path.join(scratch, 'kubeconfig'), api.kubeConfig().exportConfig());
 });
@@ -60,12 +61,7 @@ test.serial('two replicas: the Lease holder reconciles; killed, the other takes 
 
   await custom().createNamespacedCustomObject({
     ...at,
-    body: {
-      apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
-      kind: 'CheckpointPolicy',
-      metadata: { name: 'orders' },
-      spec: { selector: { names: ['db-*'] }, schedule: { every: '1h' } },
-    },
+    body: checkpointPolicy('orders'),
   });
   const first = await waitFor(observed('orders'), (s) => s?.observedGeneration === 1, { what: 'the leader to reconcile orders' });
   t.is(first?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');

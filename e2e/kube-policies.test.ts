@@ -7,7 +7,7 @@
  */
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 import test from 'ava';
-import { CRD_GROUP, CRD_VERSION, checkpointPolicyCrd, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from '../controller/src/kube/crd.js';
 import { internalName, POLICY_FINALIZER, type PolicyObject, PolicySync } from '../controller/src/kube/policy-sync.js';
 import { NodeRegistry } from '../controller/src/nodes.js';
 import { PolicyEvents } from '../controller/src/policy/events.js';
@@ -16,6 +16,7 @@ import { PolicyScheduler } from '../controller/src/policy/scheduler.js';
 import { openDatabase } from '../controller/src/store/db.js';
 import { NodeRepo } from '../controller/src/store/nodes.js';
 import { PolicyRepo } from '../controller/src/store/policies.js';
+import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
 import { waitFor } from './support/workload.js';
 
@@ -30,7 +31,7 @@ const errors: string[] = [];
 
 test.before(async () => {
   api = await startKubeApi();
-  api.registerCrd(checkpointPolicyCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  servePolicies(api);
   custom = api.kubeConfig(NS).makeApiClient(CustomObjectsApi);
   const db = openDatabase(':memory:');
   const repo = new PolicyRepo(db);
@@ -53,12 +54,7 @@ test.after.always(async () => {
   await api?.close();
 });
 
-const policy = (name: string, spec: Record<string, unknown> = {}) => ({
-  apiVersion: `${CRD_GROUP}/${CRD_VERSION}`,
-  kind: 'CheckpointPolicy',
-  metadata: { name },
-  spec: { selector: { names: ['db-*'] }, schedule: { every: '1h' }, ...spec },
-});
+const policy = checkpointPolicy;
 
 const condition = (o: PolicyObject, type: string) => o.status?.conditions?.find((c) => c.type === type);
 
