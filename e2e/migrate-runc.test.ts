@@ -16,6 +16,7 @@ import type { MigrationEvent } from '../controller/src/migration/types.js';
 import { ControllerClient } from '../controller/src/client.js';
 import { RESTORE_PRIOR_MS } from '../controller/src/migration/precopy.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { sample } from './support/metrics.js';
 import { runcCount, runcRemove, runcState, startRuncCounter, startCounting } from './support/runc.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, workloadArgv, workloadRootfs } from './support/workload-bin.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
@@ -112,6 +113,18 @@ test.serial(
     );
     // Nothing of the migration is left in either store.
     for (const n of ['a', 'b']) t.deepEqual(await cluster.node(n).agent.checkpoints(), [], `no checkpoint left on ${n}`);
+
+    // What Prometheus would scrape: the controller counted the migration, each agent its side of it.
+    const controller = await cluster.client().metrics();
+    t.is(sample(controller, 'ferry_controller_migrations_total', { strategy: 'stopcopy', status: 'succeeded' }), 1);
+    t.is(sample(controller, 'ferry_controller_migration_downtime_seconds_count', { strategy: 'stopcopy' }), 1);
+    t.true((sample(controller, 'ferry_controller_migration_downtime_seconds_sum') ?? 0) * 1000 >= (m.figures.frozenTimeMs ?? 1));
+    const [onA, onB] = await Promise.all(['a', 'b'].map((n) => cluster.node(n).agent.metrics()));
+    t.is(sample(onA ?? '', 'ferry_agent_operations_total', { operation: 'checkpoint', result: 'ok', node: 'a' }), 1);
+    t.is(sample(onA ?? '', 'ferry_agent_checkpoint_frozen_seconds_count', { runtime: 'runc' }), 1);
+    t.is(sample(onA ?? '', 'ferry_agent_transfer_bytes_total', { direction: 'sent' }), m.figures.bytesSent);
+    t.is(sample(onB ?? '', 'ferry_agent_operations_total', { operation: 'import', result: 'ok', node: 'b' }), 1);
+    t.is(sample(onB ?? '', 'ferry_agent_operations_total', { operation: 'restore', result: 'ok' }), 1);
   },
 );
 

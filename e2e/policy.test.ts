@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import type { PolicyEvent } from '../controller/src/policy/events.js';
 import type { PolicyDocument, PolicyRun } from '../controller/src/policy/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
+import { sample } from './support/metrics.js';
 import { runcCount, runcRemove, runcState, startCounting, startRuncCounter } from './support/runc.js';
 import { scaled } from './support/time.js';
 import { waitFor } from './support/workload.js';
@@ -109,6 +110,12 @@ test.serial('every 2s, keepLast 3: exactly three checkpoints remain, each restor
   t.deepEqual(onNode.sort(), kept.map((c) => c.id).sort());
   const runsSoFar = await finishedRuns('count');
   t.true(runsSoFar.reduce((n, r) => n + r.deleted.length, 0) >= 2, 'retention deleted the older ones');
+  // The controller's metrics saw at least those runs (scraped after they were listed, so no fewer).
+  const metrics = await cluster.client().metrics();
+  const succeeded = runsSoFar.filter((r) => r.status === 'succeeded').length;
+  t.true((sample(metrics, 'ferry_controller_policy_runs_total', { status: 'succeeded' }) ?? 0) >= succeeded);
+  t.true((sample(metrics, 'ferry_controller_policy_checkpoints_total', { result: 'complete' }) ?? 0) >= succeeded);
+  t.true((sample(metrics, 'ferry_controller_scheduler_lag_seconds_count') ?? 0) >= 1, 'scheduled runs report their lag');
 
   let previous = 0;
   for (const c of kept) {

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { buildControllerApi } from './api/server.js';
 import type { ControllerConfig } from './config.js';
+import { createControllerMetrics } from './metrics.js';
 import { Orchestrator } from './migration/orchestrator.js';
 import { NodeRegistry } from './nodes.js';
 import { type Db, openDatabase } from './store/db.js';
@@ -36,7 +37,8 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const placement = new PolicyPlacement(policyRepo, nodes, policyEvents);
   const policies = new PolicyScheduler(policyRepo, nodes, placement, policyEvents);
   nodes.onChecked(() => placement.afterHealthCheck());
-  const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, logger });
+  const metrics = createControllerMetrics({ orchestrator, policyEvents, nodes });
+  const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, metrics, logger });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
   // In Kubernetes mode only the replica holding the lease schedules; standalone, this one always does.

@@ -4,9 +4,11 @@
  */
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
 import { FerryError } from '../errors.js';
 import { tokenMatches } from './auth.js';
 import { installErrorHandling } from './errors.js';
+import { installMetrics } from './metrics.js';
 
 const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
 
@@ -19,6 +21,8 @@ export interface BaseApiOptions {
   schemas: readonly object[];
   logger: boolean;
   ajvOptions: Record<string, unknown>;
+  /** Served at GET /metrics, with every request timed into it. */
+  metrics: Registry;
 }
 
 export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance> {
@@ -40,5 +44,6 @@ export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance>
     }
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  installMetrics(app, o.metrics);
   return app;
 }

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import type { Agent, CheckpointParams, HoldParams, RestoreParams } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
+import { AgentMetrics, measured } from './agent-metrics.js';
 import { createBaseApi } from './base.js';
 import { routes, sharedSchemas } from './schemas.js';
 
@@ -14,6 +15,7 @@ export interface ApiOptions {
 }
 
 export async function buildAgentApi({ agent, token, logger = false }: ApiOptions): Promise<FastifyInstance> {
+  const metrics = new AgentMetrics(agent.node);
   const app = await createBaseApi({
     what: 'agent',
     token,
@@ -21,6 +23,7 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     schemas: sharedSchemas,
     logger,
     ajvOptions: { coerceTypes: 'array', removeAdditional: false },
+    metrics: metrics.registry,
   });
   // Archives arrive as raw streams; the store unpacks and verifies them as they come.
   app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
@@ -40,24 +43,31 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     '/v1/containers/:runtime/:ref',
     { schema: routes.removeContainer },
     async (req, reply) => {
-      await agent.removeContainer(req.params.runtime, req.params.ref);
+      await measured(metrics, 'remove-container', () => agent.removeContainer(req.params.runtime, req.params.ref));
       return reply.status(204).send();
     },
   );
 
   app.post<{ Body: CheckpointParams }>('/v1/checkpoints', { schema: routes.createCheckpoint }, async (req, reply) =>
-    reply.status(201).send(await agent.checkpoint(req.body)),
+    reply.status(201).send(
+      await measured(
+        metrics,
+        'checkpoint',
+        () => agent.checkpoint(req.body),
+        (m) => metrics.checkpointed(m),
+      ),
+    ),
   );
   app.get('/v1/checkpoints', { schema: routes.listCheckpoints }, async () => ({ checkpoints: await agent.listCheckpoints() }));
   app.get<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.getCheckpoint }, async (req) =>
     agent.getCheckpoint(req.params.id),
   );
   app.post<{ Body: HoldParams }>('/v1/holds', { schema: routes.hold }, async (req, reply) =>
-    reply.status(201).send(await agent.hold(req.body)),
+    reply.status(201).send(await measured(metrics, 'hold', () => agent.hold(req.body))),
   );
   app.delete<{ Params: { id: string } }>('/v1/holds/:id', { schema: routes.releaseHold }, async (req) => agent.releaseHold(req.params.id));
   app.delete<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.deleteCheckpoint }, async (req, reply) => {
-    await agent.deleteCheckpoint(req.params.id);
+    await measured(metrics, 'delete-checkpoint', () => agent.deleteCheckpoint(req.params.id));
     return reply.status(204).send();
   });
   app.get<{ Params: { id: string }; Querystring: { waitMs?: number } }>(
@@ -68,7 +78,15 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
   app.post<{ Params: { id: string }; Body: RestoreParams | undefined }>(
     '/v1/checkpoints/:id/restore',
     { schema: routes.restore },
-    async (req, reply) => reply.status(201).send(await agent.restore(req.params.id, req.body ?? {})),
+    async (req, reply) =>
+      reply.status(201).send(
+        await measured(
+          metrics,
+          'restore',
+          () => agent.restore(req.params.id, req.body ?? {}),
+          (r) => metrics.restored(r),
+        ),
+      ),
   );
   app.get<{ Params: { id: string } }>('/v1/checkpoints/:id/archive', { schema: routes.exportArchive }, async (req, reply) => {
     const stream = await agent.exportCheckpoint(req.params.id);
@@ -80,14 +98,27 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
   app.post<{ Params: { id: string }; Body: { peer: { url: string; token: string } } }>(
     '/v1/checkpoints/:id/send',
     { schema: routes.sendCheckpoint },
-    async (req) => agent.sendCheckpoint(req.params.id, req.body.peer),
+    async (req) =>
+      measured(
+        metrics,
+        'send',
+        () => agent.sendCheckpoint(req.params.id, req.body.peer),
+        (r) => metrics.sent(r),
+      ),
   );
   app.post('/v1/checkpoints/import', { schema: routes.importArchive }, async (req, reply) => {
     const body = req.body as Readable | undefined;
     if (!body || typeof body.pipe !== 'function') {
       throw new FerryError('bad_request', 'send the archive as the request body with content-type application/x-tar');
     }
-    return reply.status(201).send(await agent.importCheckpoint(body));
+    return reply.status(201).send(
+      await measured(
+        metrics,
+        'import',
+        () => agent.importCheckpoint(body),
+        (m) => metrics.received(m),
+      ),
+    );
   });
   return app;
 }

@@ -1,6 +1,7 @@
 /** The controller's HTTP API: nodes, migrations and their event streams, checkpoint policies. Thin routes over the registry and orchestrator. */
 import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
 import { createBaseApi } from '../../../agent/src/api/base.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { Orchestrator } from '../migration/orchestrator.js';
@@ -16,6 +17,8 @@ export interface ControllerApiOptions {
   nodes: NodeRegistry;
   policies: PolicyScheduler;
   token: string;
+  /** Served at GET /metrics (controller/src/metrics.ts). */
+  metrics: Registry;
   logger?: boolean;
 }
 
@@ -24,6 +27,7 @@ export async function buildControllerApi({
   nodes,
   policies,
   token,
+  metrics,
   logger = false,
 }: ControllerApiOptions): Promise<FastifyInstance> {
   const app = await createBaseApi({
@@ -33,6 +37,7 @@ export async function buildControllerApi({
     schemas: sharedSchemas,
     logger,
     ajvOptions: { removeAdditional: false, useDefaults: true },
+    metrics,
   });
 
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true }));

@@ -32,6 +32,7 @@ export class Orchestrator {
   private readonly bus = new EventEmitter();
   private readonly cancelRequested = new Set<string>();
   private readonly active = new Map<string, Promise<void>>();
+  private readonly finishedListeners: ((m: MigrationRecord) => void)[] = [];
 
   constructor(
     private readonly repo: MigrationRepo,
@@ -106,6 +107,16 @@ export class Orchestrator {
   events(id: string, afterSeq = 0): MigrationEvent[] {
     this.get(id);
     return this.repo.events(id, afterSeq);
+  }
+
+  /** Called with every migration that ends, whatever its outcome (metrics). */
+  onFinished(fn: (m: MigrationRecord) => void): void {
+    this.finishedListeners.push(fn);
+  }
+
+  /** Number of migrations in flight in this controller. */
+  running(): number {
+    return this.active.size;
   }
 
   /** Live events of one migration; returns the unsubscribe function. */
@@ -490,6 +501,7 @@ export class Orchestrator {
         ? `migrated to ${m.target.node}; downtime ${m.figures.downtimeMs ?? '?'} ms, total ${m.figures.totalMs ?? '?'} ms`
         : `${m.status} at ${m.error?.step ?? m.step}: ${m.error?.message ?? ''}; ${m.rollback?.outcome ?? ''}`;
     this.emit(m, { type: 'finished', step: m.step, message: summary, data: { status: m.status } });
+    for (const fn of this.finishedListeners) fn(m);
   }
 }
 

@@ -19,12 +19,20 @@ type Listener = (e: PolicyEvent) => void;
 export class PolicyEvents {
   private seq = 0;
   private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly everyPolicy = new Set<Listener>();
 
   emit(policy: string, type: PolicyEventType, message: string, data?: Record<string, unknown>): void {
     const subscribers = this.listeners.get(policy);
-    if (!subscribers?.size) return;
+    if (!subscribers?.size && !this.everyPolicy.size) return;
     const e: PolicyEvent = { seq: ++this.seq, at: new Date().toISOString(), policy, type, message, ...(data ? { data } : {}) };
-    for (const fn of subscribers) fn(e);
+    for (const fn of subscribers ?? []) fn(e);
+    for (const fn of this.everyPolicy) fn(e);
+  }
+
+  /** Every policy's events (metrics); returns the unsubscribe function. */
+  subscribeAll(fn: Listener): () => void {
+    this.everyPolicy.add(fn);
+    return () => this.everyPolicy.delete(fn);
   }
 
   subscribe(policy: string, fn: Listener): () => void {
