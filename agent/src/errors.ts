@@ -5,6 +5,8 @@
 export type ErrorCode =
   | 'bad_request'
   | 'unauthorized'
+  | 'token_expired'
+  | 'forbidden'
   | 'not_found'
   | 'container_not_found'
   | 'checkpoint_not_found'
@@ -28,6 +30,10 @@ export type ErrorCode =
 const statusOf: Record<ErrorCode, number> = {
   bad_request: 400,
   unauthorized: 401,
+  /** A derived token past its expiry (agent/src/api/tokens.ts). */
+  token_expired: 401,
+  /** A read-only token on a route that acts. */
+  forbidden: 403,
   not_found: 404,
   container_not_found: 404,
   checkpoint_not_found: 404,

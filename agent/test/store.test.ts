@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -34,6 +34,11 @@ async function writeCheckpoint(store: ImageStore, id: string, parent?: string) {
   if (parent) await symlink(store.parentPathFor(parent), path.join(pending.dir, 'checkpoint', 'parent'));
   return { pending, manifest: await pending.seal(draft(id, parent)) };
 }
+
+test('the store is private to its owner: checkpoints hold whole process memories', async (t) => {
+  const store = await newStore();
+  t.is((await stat(store.root)).mode & 0o777, 0o700);
+});
 
 test('a checkpoint is listed only once sealed', async (t) => {
   const store = await newStore();

@@ -10,6 +10,7 @@ import type { Manifest } from '../../agent/src/store/manifest.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
 import { addControllerCommands } from './controller-commands.js';
 import { addPolicyCommands } from './policy-commands.js';
+import { addTokenCommands } from './token-commands.js';
 import { bytes, fields, ms, table } from './format.js';
 
 interface GlobalOpts {
@@ -231,6 +232,7 @@ program
 
 addControllerCommands(program, { json: () => Boolean(globals().json), print });
 addPolicyCommands(program, { json: () => Boolean(globals().json), print });
+addTokenCommands(program, { print });
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof FerryError) {

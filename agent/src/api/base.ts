@@ -6,9 +6,9 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { FerryError } from '../errors.js';
-import { tokenMatches } from './auth.js';
 import { installErrorHandling } from './errors.js';
 import { installMetrics } from './metrics.js';
+import { allows, scopeFor, verifyAuthorization } from './tokens.js';
 
 const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
 
@@ -39,8 +39,13 @@ export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance>
   installErrorHandling(app);
   app.addHook('onRequest', async (req) => {
     if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
-    if (!tokenMatches(req.headers.authorization, o.token)) {
-      throw new FerryError('unauthorized', 'missing or wrong bearer token', { hint: `send Authorization: Bearer <${o.what} token>` });
+    const verdict = verifyAuthorization(req.headers.authorization, o.token, o.what);
+    if (!verdict.ok) throw verdict.error;
+    const needed = scopeFor(req.method);
+    if (!allows(verdict.scope, needed)) {
+      throw new FerryError('forbidden', `a ${verdict.scope} token may not ${req.method} ${req.routeOptions.url ?? req.url}`, {
+        hint: `use a token with scope ${needed}: ferry token create --scope ${needed}`,
+      });
     }
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -5,7 +5,7 @@
  * so that CRIU's relative parent links (`../../<parent>/checkpoint`) resolve before and after the rename.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
@@ -41,6 +41,8 @@ export class ImageStore {
 
   async init(): Promise<void> {
     await mkdir(this.checkpointsDir, { recursive: true });
+    // Checkpoints hold whole process memories: only root may look inside, whatever the umask made of it.
+    await chmod(this.root, 0o700);
     // Leftovers of writes interrupted by a crash are never complete checkpoints.
     for (const name of await readdir(this.checkpointsDir)) {
       if (name.startsWith(PARTIAL_PREFIX)) await rm(path.join(this.checkpointsDir, name), { recursive: true, force: true });
