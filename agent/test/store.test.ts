@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
+import type { FerryError } from '../src/errors.js';
 import { isFerryError } from '../src/errors.js';
 import { ImageStore, type ManifestDraft } from '../src/store/store.js';
 
@@ -155,6 +156,22 @@ test('import refuses entries that escape the checkpoint directory', async (t) =>
   await t.throwsAsync(store.importArchive(archive([{ name: 'evil', type: 'symlink', linkname: '/etc' }])), { message: /never holds/ });
   t.deepEqual(await readdir(path.join(store.root, 'checkpoints')), []);
   t.deepEqual(await readdir(path.dirname(store.root)).then((names) => names.includes('escape.txt')), false);
+});
+
+// Both found by the REST fuzzer (e2e/rest-fuzz.test.ts): they were 500s.
+test('import refuses names no file can have and manifests that are not a manifest, as bad requests', async (t) => {
+  const store = await newStore();
+  const refused = async (entries: Parameters<typeof archive>[0]) => {
+    const err = await t.throwsAsync(store.importArchive(archive(entries)));
+    return `${(err as FerryError).code}: ${err?.message}`;
+  };
+  t.regex(await refused([{ name: 'a'.repeat(300), body: 'x' }]), /^bad_request: .*too long, or a NUL byte/);
+  t.regex(await refused([{ name: `checkpoint/${'b'.repeat(2000)}`, body: 'x' }]), /^bad_request: /);
+  t.regex(await refused([{ name: 'manifest.json', body: 'not json' }]), /^bad_request: .*manifest.json is not valid JSON/);
+  t.regex(await refused([{ name: 'manifest.json', body: 'null' }]), /^bad_request: manifest.id/);
+  const noFiles = JSON.stringify({ version: 1, id: 'ck-x', files: [null] });
+  t.regex(await refused([{ name: 'manifest.json', body: noFiles }]), /^checkpoint_corrupt: .*(does not describe|without path)/);
+  t.deepEqual(await readdir(path.join(store.root, 'checkpoints')), [], 'nothing is left of them');
 });
 
 test('import refuses an archive whose files do not match its manifest', async (t) => {

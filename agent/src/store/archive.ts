@@ -51,11 +51,25 @@ export function packDirectory(dir: string): Readable {
   return Readable.from(pack);
 }
 
+/** No checkpoint file needs more; the kernel refuses longer (NAME_MAX 255 bytes per component). */
+const MAX_ENTRY_NAME = 1024;
+const MAX_COMPONENT_BYTES = 255;
+const shown = (name: string) => JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}...` : name);
+
 function safeTarget(root: string, name: string): string {
+  if (
+    name.length > MAX_ENTRY_NAME ||
+    name.includes('\0') ||
+    name.split('/').some((part) => Buffer.byteLength(part) > MAX_COMPONENT_BYTES)
+  ) {
+    throw new FerryError('bad_request', `archive entry ${shown(name)} has a name no checkpoint file has (too long, or a NUL byte)`, {
+      hint: 'only archives exported by Ferry, podman or CRI-O can be imported',
+    });
+  }
   const clean = path.posix.normalize(name).replace(/\/+$/, '');
   const target = path.resolve(root, clean);
   if (clean.startsWith('/') || clean === '..' || clean.startsWith('../') || !target.startsWith(root + path.sep)) {
-    throw new FerryError('bad_request', `archive entry '${name}' points outside the checkpoint`, {
+    throw new FerryError('bad_request', `archive entry ${shown(name)} points outside the checkpoint`, {
       hint: 'only archives exported by Ferry, podman or CRI-O can be imported',
     });
   }

@@ -171,8 +171,7 @@ export class ImageStore {
           hint: 'import archives exported by a Ferry agent (GET /v1/checkpoints/:id/archive)',
         });
       }
-      const claimed = JSON.parse(raw) as { id?: unknown };
-      const id = assertCheckpointId(String(claimed.id), 'manifest.id');
+      const id = assertCheckpointId(claimedId(raw), 'manifest.id');
       const manifest = parseManifest(raw, id);
       if (await this.exists(id)) throw new FerryError('conflict', `checkpoint ${id} is already on this node`);
       if (manifest.parent && !(await this.exists(manifest.parent))) {
@@ -240,15 +239,36 @@ function corrupt(id: string, why: string): FerryError {
   });
 }
 
-function parseManifest(raw: string, id: string): Manifest {
-  let m: Manifest;
+/** The id an archive's manifest claims, before anything else of it is trusted. */
+function claimedId(raw: string): string {
+  const hint = 'import archives exported by a Ferry agent (GET /v1/checkpoints/:id/archive)';
+  let id: unknown;
   try {
-    m = JSON.parse(raw) as Manifest;
+    id = (JSON.parse(raw) as { id?: unknown } | null)?.id;
+  } catch {
+    throw new FerryError('bad_request', "the archive's manifest.json is not valid JSON", { hint });
+  }
+  if (typeof id !== 'string') throw new FerryError('bad_request', "manifest.id: the archive's manifest names no checkpoint", { hint });
+  return id;
+}
+
+const isFileEntry = (f: unknown): f is ManifestFile =>
+  typeof f === 'object' &&
+  f !== null &&
+  typeof (f as ManifestFile).path === 'string' &&
+  Number.isSafeInteger((f as ManifestFile).size) &&
+  typeof (f as ManifestFile).sha256 === 'string';
+
+function parseManifest(raw: string, id: string): Manifest {
+  let m: Manifest | null;
+  try {
+    m = JSON.parse(raw) as Manifest | null;
   } catch {
     throw corrupt(id, 'manifest.json is not valid JSON');
   }
-  if (m.version !== MANIFEST_VERSION || m.id !== id || !Array.isArray(m.files)) {
+  if (typeof m !== 'object' || m === null || m.version !== MANIFEST_VERSION || m.id !== id || !Array.isArray(m.files)) {
     throw corrupt(id, 'manifest.json does not describe this checkpoint');
   }
+  if (!m.files.every(isFileEntry)) throw corrupt(id, 'manifest.json lists a file without path, size and sha256');
   return m;
 }
