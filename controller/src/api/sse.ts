@@ -12,6 +12,9 @@ export function openEventStream(reply: FastifyReply): EventStream {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  // Now, not with the first event: a quiet stream would otherwise keep its client waiting for headers
+  // (found by the REST fuzzer: a policy with no run due held GET /policies/:name/events for 30 s).
+  res.flushHeaders();
   return {
     send: (id, type, data) => {
       if (!res.writableEnded) res.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
