@@ -13,7 +13,7 @@ CRIU_HOST_LIBS="libbsd0 libgnutls30 libnet1 libnftables1 libnl-3-200 libprotobuf
 # golang-go, sprig and yaml.v3: Helm's template engine (Go text/template + sprig) for the chart tests.
 HELM_TEMPLATE_PACKAGES="golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev"
 # gcc and libc6-dev build the static gap-detecting workload (e2e/workload); util-linux gives nsenter.
-HOST_PACKAGES="runc podman docker.io containerd busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux openssh-server $HELM_TEMPLATE_PACKAGES $CRIU_HOST_LIBS"
+HOST_PACKAGES="runc podman docker.io containerd busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux openssh-server zstd $HELM_TEMPLATE_PACKAGES $CRIU_HOST_LIBS"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 changed=0

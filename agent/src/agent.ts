@@ -2,12 +2,14 @@
  * The agent's behaviour, independent of HTTP: find containers through the drivers, write checkpoints into
  * the store, verify before restoring. One operation per container at a time.
  */
+import path from 'node:path';
 import { type Hold, HoldRegistry } from './holds.js';
 import { FerryError } from './errors.js';
 import { probeNode, type NodeCapabilities } from './criu/probe.js';
 import type { CriuRestoreStats } from './criu/stats.js';
 import { assertCheckpointId, assertContainerRef, newCheckpointId } from './store/ids.js';
 import type { Manifest } from './store/manifest.js';
+import type { PlainView } from './store/plain-view.js';
 import type { ImageStore } from './store/store.js';
 import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
 import { type Readable, Transform } from 'node:stream';
@@ -37,6 +39,8 @@ export interface CheckpointParams {
   id?: string;
   /** Post-copy: everything but memory now; memory served from a page server until pulled (runc). */
   lazy?: boolean;
+  /** Kept plain whatever the store's at-rest settings: a migration's own checkpoints live seconds. */
+  transient?: boolean;
 }
 
 export interface HoldParams {
@@ -212,10 +216,13 @@ export class Agent {
     if (p.parent) await this.store.get(assertCheckpointId(p.parent, 'parent'));
     const lazy = p.lazy ? await this.lazyPort(p) : undefined;
     return this.exclusive(`${p.runtime}/${container.id}`, `an operation on ${container.name}`, async () => {
-      const [caps, pending] = await Promise.all([this.probe(), this.store.begin(id)]);
+      const [caps, pending] = await Promise.all([this.probe(), this.store.begin(id, { encode: !p.transient && !lazy })]);
       const t0 = performance.now();
       let pageServer: PageServer | undefined;
+      // CRIU reads the parent's images plain: an encoded chain is decoded aside for the dump (plain-view.ts).
+      let parentView: PlainView | undefined;
       try {
+        if (p.parent) parentView = await this.store.plainView(await this.store.chain(p.parent));
         const outcome = await this.driver(p.runtime).checkpoint({
           container,
           dir: pending.dir,
@@ -223,16 +230,22 @@ export class Agent {
           onWritten: (rel) => pending.prepare(rel),
           ...(this.holds.isHeld(p.runtime, container.id) ? { heldFrozen: true } : {}),
           ...(p.preDump ? { preDump: true } : {}),
-          ...(p.parent ? { parentPath: this.store.parentPathFor(p.parent) } : {}),
+          ...(p.parent ? { parentPath: this.parentPathFor(p.parent, pending.dir, parentView) } : {}),
           ...(lazy ? { lazy } : {}),
         });
         pageServer = outcome.pageServer;
+        if (p.parent && parentView?.decoded) await this.store.relinkParent(pending.dir, p.parent);
         const manifest = await pending.seal({
           id,
           kind: p.preDump ? 'pre-dump' : 'full',
           createdAt: new Date().toISOString(),
           node: this.node,
-          container: { id: container.id, name: container.name, runtime: p.runtime, ...(container.image ? { image: container.image } : {}) },
+          container: {
+            id: container.id,
+            name: container.name,
+            runtime: p.runtime,
+            ...(container.image ? { image: container.image } : {}),
+          },
           criuVersion: caps.criu.version ?? 'unknown',
           leaveRunning: p.preDump ? true : (p.leaveRunning ?? false),
           ...(p.parent ? { parent: p.parent } : {}),
@@ -248,8 +261,16 @@ export class Agent {
         await pageServer?.stop();
         await pending.abort();
         throw await this.withContainerState(err, p.runtime, container);
+      } finally {
+        await parentView?.dispose();
       }
     });
+  }
+
+  /** CRIU's --prev-images-dir, relative to the new images: the store's parent, or its decoded copy. */
+  private parentPathFor(parent: string, pendingDir: string, view: PlainView | undefined): string {
+    if (!view?.decoded) return this.store.parentPathFor(parent);
+    return path.relative(path.join(pendingDir, 'checkpoint'), path.join(view.dirOf(parent), 'checkpoint'));
   }
 
   /** Post-copy needs runc (podman and docker have no lazy restore) and userfaultfd on this kernel. */
@@ -336,6 +357,8 @@ export class Agent {
           },
         );
       }
+      // Encoded checkpoints are decoded aside (and checked) first; plain ones are used where they are.
+      const view = await this.store.plainView(await this.store.chain(checkpointId));
       // The driver may unpack while the images are verified; it restores only once they pass.
       let verifyMs = 0;
       const verified = this.store.verify(checkpointId).then((chain) => {
@@ -352,13 +375,15 @@ export class Agent {
           { details: { field: 'pageServer' } },
         );
       }
-      const outcome = await this.driver(runtime).restore({
-        dir: this.store.dirOf(checkpointId),
-        ...(p.name ? { name: p.name } : {}),
-        runtimeMeta: manifest.runtimeMeta,
-        verified,
-        ...(p.pageServer && manifest.lazyPages ? { pageServer: { host: p.pageServer.host, port: manifest.lazyPages.port } } : {}),
-      });
+      const outcome = await this.driver(runtime)
+        .restore({
+          dir: view.dirOf(checkpointId),
+          ...(p.name ? { name: p.name } : {}),
+          runtimeMeta: manifest.runtimeMeta,
+          verified,
+          ...(p.pageServer && manifest.lazyPages ? { pageServer: { host: p.pageServer.host, port: manifest.lazyPages.port } } : {}),
+        })
+        .finally(() => view.dispose());
       outcome.pagesLoaded?.catch(() => undefined);
       const times = this.restoreTimes.get(runtime) ?? [];
       times.push(since(t0));

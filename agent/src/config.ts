@@ -4,6 +4,7 @@ import path from 'node:path';
 import { FerryError } from './errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from './runtimes/types.js';
 
+import { COMPRESSIONS, type Compression } from './store/encoding.js';
 export interface AgentConfig {
   host: string;
   port: number;
@@ -26,6 +27,10 @@ export interface AgentConfig {
   transferStallMs?: number;
   /** Private key for sending to peers reached over SSH (ssh-tunnel.ts). */
   sshKeyPath?: string;
+  /** Kept checkpoints compressed with this (store/encoding.ts). */
+  compression?: Compression;
+  /** Kept checkpoints encrypted with the 32-byte key in this file. */
+  imageKeyPath?: string;
 }
 
 export const DEFAULT_AGENT_PORT = 7070;
@@ -66,6 +71,8 @@ export function agentConfig(opts: {
   dockerSocket?: string;
   transferStallMs?: string;
   sshKey?: string;
+  compress?: string;
+  imageKey?: string;
 }): AgentConfig {
   const token = opts.token ?? process.env.FERRY_TOKEN;
   if (!token)
@@ -90,7 +97,18 @@ export function agentConfig(opts: {
     ...(opts.dockerSocket ? { dockerSocket: opts.dockerSocket } : {}),
     ...(opts.transferStallMs ? { transferStallMs: positiveMs(opts.transferStallMs, '--transfer-stall-ms') } : {}),
     ...(opts.sshKey ? { sshKeyPath: path.resolve(opts.sshKey) } : {}),
+    compression: parseCompression(opts.compress ?? process.env.FERRY_COMPRESS ?? 'none'),
+    ...((opts.imageKey ?? process.env.FERRY_IMAGE_KEY_FILE)
+      ? { imageKeyPath: path.resolve(opts.imageKey ?? process.env.FERRY_IMAGE_KEY_FILE ?? '') }
+      : {}),
   };
+}
+
+function parseCompression(value: string): Compression {
+  if ((COMPRESSIONS as readonly string[]).includes(value)) return value as Compression;
+  throw new FerryError('bad_request', `--compress '${value}' is not one of ${COMPRESSIONS.join(', ')}`, {
+    details: { field: '--compress' },
+  });
 }
 
 function positiveMs(value: string, flag: string): number {

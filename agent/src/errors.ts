@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'interrupted'
   | 'container_not_running'
   | 'checkpoint_corrupt'
+  | 'key_unavailable'
   | 'criu_failed'
   | 'runtime_failed'
   | 'unsupported'
@@ -53,6 +54,8 @@ const statusOf: Record<ErrorCode, number> = {
   interrupted: 500,
   container_not_running: 409,
   checkpoint_corrupt: 422,
+  /** An encrypted checkpoint on a node without its key (encoding.ts). */
+  key_unavailable: 409,
   criu_failed: 500,
   runtime_failed: 500,
   unsupported: 501,

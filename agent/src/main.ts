@@ -1,4 +1,5 @@
 /** Assembles an agent from its config: store, drivers, API. */
+import { loadImageKey } from './store/encoding.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -42,7 +43,8 @@ async function readSshKey(file: string): Promise<Buffer> {
 }
 
 export async function createAgent(cfg: AgentConfig): Promise<Agent> {
-  const store = new ImageStore(path.join(cfg.stateDir, 'images'));
+  const key = cfg.imageKeyPath ? await loadImageKey(cfg.imageKeyPath) : undefined;
+  const store = new ImageStore(path.join(cfg.stateDir, 'images'), { compression: cfg.compression ?? 'none', ...(key ? { key } : {}) });
   await store.init();
   const agent = new Agent({
     node: cfg.node,

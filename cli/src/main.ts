@@ -90,6 +90,8 @@ program
   .option('--docker-socket <path>', 'Docker Engine socket')
   .option('--transfer-stall-ms <ms>', 'fail a transfer between agents after this long without progress (default 30000)')
   .option('--ssh-key <file>', 'private key for sending checkpoints to nodes reached over SSH')
+  .option('--compress <how>', 'compress kept checkpoints: none, gzip or zstd (default none, $FERRY_COMPRESS)')
+  .option('--image-key <file>', 'encrypt kept checkpoints with this 32-byte key (AES-256-GCM; $FERRY_IMAGE_KEY_FILE)')
   .action(async (opts: Record<string, string | undefined>) => {
     const cfg = agentConfig({ ...opts, token: globals().token });
     const { url, agent, app } = await startAgent(cfg, !globals().json);
@@ -101,13 +103,14 @@ program
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
     const caps = await agent.probe();
+    const atRest = agent.store.atRest;
     console.error(
       `ferry agent ${cfg.node} listening on ${url}; CRIU ${caps.criu.version ?? 'unavailable'}, runtimes: ${
         caps.runtimes
           .filter((r) => r.available)
           .map((r) => r.runtime)
           .join(', ') || 'none'
-      }`,
+      }; checkpoints kept ${atRest?.key ? `encrypted with ${atRest.key.id}` : 'unencrypted'}, compression ${atRest?.compression ?? 'none'}`,
     );
   });
 

@@ -120,12 +120,15 @@ export function workloadArgv(opts: {
   dirtyMibPerS: number;
   workingSetMib?: number;
   tickMs?: number;
+  /** random (the default: incompressible) or compressible (small integers, about 4:1). */
+  fill?: 'random' | 'compressible';
   out?: string;
   bin?: string;
 }): string[] {
   const argv = [opts.bin ?? WORKLOAD_BIN, '--rss-mib', String(opts.rssMib), '--dirty-mib-per-s', String(opts.dirtyMibPerS)];
   if (opts.workingSetMib !== undefined) argv.push('--working-set-mib', String(opts.workingSetMib));
   if (opts.tickMs !== undefined) argv.push('--tick-ms', String(opts.tickMs));
+  if (opts.fill) argv.push('--fill', opts.fill);
   argv.push('--out', opts.out ?? WORKLOAD_OUT);
   return argv;
 }

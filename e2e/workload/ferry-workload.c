@@ -69,8 +69,12 @@ static inline uint64_t rng_next(void) {
   return rng_state * 0x2545F4914F6CDD1DULL;
 }
 
+/* --fill compressible keeps the low 16 bits of each word: like arrays of small integers, it compresses
+ * about 4:1, where random words (the default) do not compress at all. */
+static uint64_t fill_mask = ~0ULL;
+
 static void fill_page(uint64_t *page, size_t words) {
-  for (size_t i = 0; i < words; i++) page[i] = rng_next();
+  for (size_t i = 0; i < words; i++) page[i] = rng_next() & fill_mask;
 }
 
 /*
@@ -127,6 +131,7 @@ static void usage(FILE *to) {
       "  --dirty-mib-per-s R   rewrite R MiB of it per second, page by page, round-robin (default 0: never)\n"
       "  --working-set-mib W   rewrite only the first W MiB (default: all N)\n"
       "  --tick-ms T           tick every T ms (default 10)\n"
+      "  --fill KIND           random (default) or compressible (small integers)\n"
       "  --out DIR             write DIR/count, DIR/maxgap, DIR/stats every tick (default /tmp)\n",
       to);
 }
@@ -160,6 +165,7 @@ static struct options parse_options(int argc, char **argv) {
       {"dirty-mib-per-s", required_argument, NULL, 'd'},
       {"working-set-mib", required_argument, NULL, 'w'},
       {"tick-ms", required_argument, NULL, 't'},
+      {"fill", required_argument, NULL, 'f'},
       {"out", required_argument, NULL, 'o'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -172,6 +178,13 @@ static struct options parse_options(int argc, char **argv) {
     case 'w': o.working_set_mib = parse_long("--working-set-mib", optarg, 0, 1L << 20); break;
     case 't': o.tick_ms = parse_long("--tick-ms", optarg, 1, 60000); break;
     case 'o': o.out = optarg; break;
+    case 'f':
+      if (strcmp(optarg, "compressible") == 0) fill_mask = 0xffff;
+      else if (strcmp(optarg, "random") != 0) {
+        fprintf(stderr, "ferry-workload: --fill wants random or compressible, got '%s'\n", optarg);
+        exit(2);
+      }
+      break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); exit(2);
     }

@@ -91,7 +91,23 @@ export const manifest = {
     lazyPages: { type: 'object', properties: { port: { type: 'integer' } } },
     files: {
       type: 'array',
-      items: { type: 'object', properties: { path: { type: 'string' }, size: { type: 'integer' }, sha256: { type: 'string' } } },
+      items: {
+        type: 'object',
+        properties: {
+          path: { type: 'string' },
+          size: { type: 'integer' },
+          sha256: { type: 'string' },
+          plain: { type: 'object', properties: { size: { type: 'integer' }, sha256: { type: 'string' } } },
+        },
+      },
+    },
+    encoding: {
+      type: 'object',
+      description: 'compressed and/or encrypted at rest; the wrapped data key is not shown',
+      properties: {
+        compression: { type: 'string', enum: ['none', 'gzip', 'zstd'] },
+        encryption: { type: 'object', properties: { alg: { type: 'string' }, keyId: { type: 'string' } } },
+      },
     },
     totalBytes: { type: 'integer' },
     stats: dumpStats,
@@ -199,6 +215,11 @@ export const routes = {
         },
         parent: checkpointId,
         id: checkpointId,
+        transient: {
+          type: 'boolean',
+          default: false,
+          description: "kept plain whatever the agent's --compress and --image-key: a migration's own checkpoints live seconds",
+        },
       },
     },
     response: { 201: { $ref: 'Checkpoint#' }, ...errors },

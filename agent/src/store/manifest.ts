@@ -1,14 +1,18 @@
 /** The manifest is what makes a checkpoint trustworthy: every file with its size and sha256. */
 import type { CriuDumpStats } from '../criu/stats.js';
 import type { RuntimeName } from '../runtimes/types.js';
+import type { Encoding } from './encoding.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const MANIFEST_VERSION = 1;
 
 export interface ManifestFile {
+  /** As stored: an encoded file's path ends in .fz, and size and sha256 are the stored bytes'. */
   path: string;
   size: number;
   sha256: string;
+  /** An encoded file's plain content (encoding.ts): checked again when it is decoded for a restore. */
+  plain?: { size: number; sha256: string };
 }
 
 export interface Manifest {
@@ -29,6 +33,8 @@ export interface Manifest {
    */
   lazyPages?: { port: number };
   files: ManifestFile[];
+  /** Compressed and/or encrypted at rest (encoding.ts); absent for plain checkpoints. */
+  encoding?: Encoding;
   totalBytes: number;
   stats?: CriuDumpStats;
   /** Wall times around the runtime's checkpoint call and around sealing the store entry. */

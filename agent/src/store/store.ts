@@ -5,14 +5,16 @@
  * so that CRIU's relative parent links (`../../<parent>/checkpoint`) resolve before and after the rename.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, symlink, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { packDirectory, unpackInto } from './archive.js';
 import { describeFiles, listFiles, syncPath } from './files.js';
 import { assertCheckpointId } from './ids.js';
+import { type AtRest, atRestActive, encodeFile, newEncoding, staysPlain } from './encoding.js';
 import { MANIFEST_FILE, MANIFEST_VERSION, type Manifest, type ManifestFile } from './manifest.js';
+import { type PlainView, plainView } from './plain-view.js';
 
 const PARTIAL_PREFIX = '.partial-';
 
@@ -34,7 +36,11 @@ export class ImageStore {
   readonly root: string;
   private readonly checkpointsDir: string;
 
-  constructor(root: string) {
+  constructor(
+    root: string,
+    /** Compression and encryption of the checkpoints kept here (encoding.ts); plain without. */
+    readonly atRest?: AtRest,
+  ) {
     this.root = path.resolve(root);
     this.checkpointsDir = path.join(this.root, 'checkpoints');
   }
@@ -58,22 +64,28 @@ export class ImageStore {
     return path.posix.join('..', '..', assertCheckpointId(parentId, 'parent'), 'checkpoint');
   }
 
-  async begin(id: string): Promise<PendingCheckpoint> {
+  /**
+   * encode: false keeps this checkpoint plain whatever the store's at-rest settings (a migration's own,
+   * which live seconds). An encoded checkpoint's content files are read once, at seal: hashed, encoded,
+   * written and synced in one pass; only the files that stay plain are hashed and synced as they come.
+   */
+  async begin(id: string, opts: { encode?: boolean } = {}): Promise<PendingCheckpoint> {
     assertCheckpointId(id);
     if (await this.exists(id)) throw new FerryError('conflict', `checkpoint ${id} already exists`);
     const dir = path.join(this.checkpointsDir, PARTIAL_PREFIX + id);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    const atRest = (opts.encode ?? true) && atRestActive(this.atRest) ? this.atRest : undefined;
     const prepared = new Map<string, Promise<ManifestFile[]>>();
     return {
       id,
       dir,
       prepare: (rel) => {
-        const work = listFiles(dir, rel).then((files) => describeFiles(dir, files, true));
+        const work = listFiles(dir, rel).then((files) => describeFiles(dir, atRest ? files.filter(staysPlain) : files, true));
         work.catch(() => undefined); // seal reports it; an aborted checkpoint never asks
         prepared.set(rel, work);
       },
-      seal: (draft) => this.seal(dir, id, draft, prepared),
+      seal: (draft) => this.seal(dir, id, draft, prepared, atRest),
       abort: async () => {
         await Promise.allSettled(prepared.values());
         await rm(dir, { recursive: true, force: true });
@@ -81,14 +93,27 @@ export class ImageStore {
     };
   }
 
-  private async seal(dir: string, id: string, draft: ManifestDraft, prepared: Map<string, Promise<ManifestFile[]>>): Promise<Manifest> {
+  private async seal(
+    dir: string,
+    id: string,
+    draft: ManifestDraft,
+    prepared: Map<string, Promise<ManifestFile[]>>,
+    atRest: AtRest | undefined,
+  ): Promise<Manifest> {
     const started = performance.now();
     const done = (await Promise.all(prepared.values())).flat();
     const known = new Set(done.map((f) => f.path));
     const rest = (await listFiles(dir)).filter((f) => !known.has(f));
-    const files = [...done, ...(await describeFiles(dir, rest, true))].sort((a, b) => a.path.localeCompare(b.path));
+    const content = atRest ? rest.filter((f) => !staysPlain(f)) : [];
+    const plain = atRest ? rest.filter(staysPlain) : rest;
+    const [described, encoded] = await Promise.all([
+      describeFiles(dir, plain, true),
+      atRest ? this.encode(dir, id, content, atRest) : undefined,
+    ]);
+    const files = [...done, ...described, ...(encoded?.files ?? [])].sort((a, b) => a.path.localeCompare(b.path));
     const manifest: Manifest = {
       ...draft,
+      ...(encoded ? { encoding: encoded.encoding } : {}),
       version: MANIFEST_VERSION,
       files,
       totalBytes: files.reduce((n, f) => n + f.size, 0),
@@ -100,6 +125,32 @@ export class ImageStore {
     await rename(dir, this.dirOf(id));
     await syncPath(this.checkpointsDir);
     return manifest;
+  }
+
+  /** Replaces each content file by its encoded form (encoding.ts), synced before the plain one goes. */
+  private async encode(dir: string, id: string, rels: string[], atRest: AtRest) {
+    const { encoding, dataKey } = newEncoding(atRest, id);
+    const files = await Promise.all(
+      rels.map(async (rel) => {
+        const entry = await encodeFile(dir, rel, id, encoding, dataKey);
+        await syncPath(path.join(dir, entry.path));
+        await rm(path.join(dir, rel));
+        return entry;
+      }),
+    );
+    return { encoding, files };
+  }
+
+  /** After a dump on a decoded parent: CRIU's `parent` link points at the decoded copy; make it the store's. */
+  async relinkParent(pendingDir: string, parentId: string): Promise<void> {
+    const link = path.join(pendingDir, 'checkpoint', 'parent');
+    await rm(link, { force: true });
+    await symlink(this.parentPathFor(parentId), link);
+  }
+
+  /** The chain's files as CRIU reads them: the store's own directories, or decoded into a scratch tree (plain-view.ts). */
+  async plainView(chain: Manifest[]): Promise<PlainView> {
+    return plainView(chain, (id) => this.dirOf(id), this.checkpointsDir, this.atRest);
   }
 
   async exists(id: string): Promise<boolean> {

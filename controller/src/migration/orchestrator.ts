@@ -233,6 +233,8 @@ export class Orchestrator {
           container: m.source.containerId,
           id: m.checkpointId,
           leaveRunning: false,
+          // Lives only as long as the migration: kept plain, whatever the agents keep at rest.
+          transient: true,
           ...(parent ? { parent } : {}),
           ...(postcopy ? { lazy: true } : {}),
         });
@@ -300,6 +302,7 @@ export class Orchestrator {
         container: m.source.containerId,
         id,
         preDump: true,
+        transient: true,
         ...(parent ? { parent } : {}),
       });
       const dumpMs = elapsed(t0);
