@@ -2,10 +2,13 @@
  * Incremental policy chains on real runc and CRIU. Where the kernel tracks dirty memory (the qemu lab,
  * e2e/lab), checkpoints build on the container's previous one, a full checkpoint every `fullEvery`, later
  * increments write fewer pages than the full one, and the newest (a chain) restores with its count; where
- * it does not (this host), every checkpoint is full and the policy's status says why.
+ * it does not (this host), every checkpoint is full and the policy's status says why. The agent keeps
+ * checkpoints encrypted and compressed (--image-key, --compress zstd), so each increment is dumped on a
+ * parent that CRIU can read only once it is decoded aside (store/plain-view.ts).
  */
 import test from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
@@ -21,7 +24,13 @@ const copy = `${id}-r`;
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-policy-inc-'));
-  cluster = await startTestCluster(`i${process.pid % 100000}`, ['a'], { runtimes: ['runc'], subnet: `10.86.${process.pid % 250}.0/24` });
+  const key = path.join(scratch, 'image.key');
+  await writeFile(key, randomBytes(32), { mode: 0o600 });
+  cluster = await startTestCluster(`i${process.pid % 100000}`, ['a'], {
+    runtimes: ['runc'],
+    subnet: `10.86.${process.pid % 250}.0/24`,
+    agentArgs: () => ['--image-key', key, '--compress', 'zstd'],
+  });
 });
 
 test.after.always(async () => {
@@ -88,6 +97,11 @@ test.serial('incremental: chains where memory is tracked, full checkpoints with 
     `pages: base ${base?.pagesWritten}, then ${kept.map((c) => c.pagesWritten).join(', ')}`,
   );
   t.is(status.checkpoints, kept.length, 'bases are not counted as checkpoints');
+  const stored = await cluster.node('a').agent.checkpoints();
+  t.true(
+    stored.filter((m) => m.parent).every((m) => m.encoding?.encryption && m.files.some((f) => f.path.endsWith('pages-1.img.fz'))),
+    'increments are kept encrypted, and were dumped on encrypted parents',
+  );
   t.regex(status.incremental, /chains of up to 4/);
 
   // A chain restores: the newest with a parent, under a new name, from memory.

@@ -10,6 +10,7 @@ import type { CriuRestoreStats } from './criu/stats.js';
 import { assertCheckpointId, assertContainerRef, newCheckpointId } from './store/ids.js';
 import type { Manifest } from './store/manifest.js';
 import type { PlainView } from './store/plain-view.js';
+import type { TlsIdentity } from './tls/identity.js';
 import type { ImageStore } from './store/store.js';
 import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
 import { type Readable, Transform } from 'node:stream';
@@ -26,6 +27,8 @@ export interface AgentOptions {
   transferStallMs?: number;
   /** Private key for peers reached over SSH. */
   sshKey?: Buffer;
+  /** This agent's certificate, shown to peers served over mTLS. */
+  tls?: TlsIdentity;
   /** Where containers held frozen for coordinated checkpoints are recorded (holds.ts). */
   holdsFile?: string;
 }
@@ -81,6 +84,7 @@ export class Agent {
   private readonly criu: string;
   readonly transferStallMs: number;
   private readonly sshKey: Buffer | undefined;
+  private readonly tls: TlsIdentity | undefined;
   private readonly busy = new Set<string>();
   private readonly holds: HoldRegistry;
   private readonly sends = new Map<string, AbortController>();
@@ -102,6 +106,7 @@ export class Agent {
     this.criu = opts.criu ?? 'criu';
     this.transferStallMs = opts.transferStallMs ?? 30_000;
     this.sshKey = opts.sshKey;
+    this.tls = opts.tls;
     this.holds = new HoldRegistry(opts.holdsFile);
     for (const d of opts.drivers) this.drivers.set(d.name, d);
   }
@@ -443,6 +448,7 @@ export class Agent {
           stallMs: this.transferStallMs,
           signal: abort.signal,
           ...(this.sshKey ? { sshKey: this.sshKey } : {}),
+          ...(this.tls ? { tls: this.tls } : {}),
         });
       } finally {
         this.sends.delete(id);

@@ -3,8 +3,10 @@
  * bodies turned back into FerryErrors with their code, hint and details.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { FerryError, type ErrorCode, type FerryErrorBody } from './errors.js';
+import { clientTlsOptions, dispatcherFor, type TlsIdentity } from './tls/identity.js';
 
 /**
  * How long a call may take. Quick calls (listing, probing, deleting) fail fast so that a node that went
@@ -21,6 +23,8 @@ export interface ApiClientOptions {
   /** The next step when the server cannot be reached. */
   startHint?: string;
   timeouts?: ClientTimeouts;
+  /** mTLS: the certificate to show and the CA to check the server against (tls/identity.ts). */
+  tls?: TlsIdentity;
 }
 
 export class ApiClient {
@@ -29,6 +33,7 @@ export class ApiClient {
   private readonly what: string;
   private readonly startHint: string;
   private readonly timeouts: ClientTimeouts;
+  protected readonly tls: TlsIdentity | undefined;
 
   constructor(url: string, token: string, opts: ApiClientOptions = {}) {
     this.url = url.replace(/\/+$/, '');
@@ -36,6 +41,7 @@ export class ApiClient {
     this.what = opts.what ?? 'the agent';
     this.startHint = opts.startHint ?? 'start it with `ferry agent` or pass --agent URL';
     this.timeouts = opts.timeouts ?? {};
+    this.tls = opts.tls;
   }
 
   protected async call(method: string, path: string, body?: unknown, init: RequestInit = {}, long = false): Promise<Response> {
@@ -46,6 +52,8 @@ export class ApiClient {
       res = await fetch(this.url + path, {
         method,
         ...init,
+        // undici's dispatcher option is how Node's fetch takes TLS settings; RequestInit does not declare it.
+        ...(this.tls ? ({ dispatcher: dispatcherFor(this.tls) } as RequestInit) : {}),
         ...(signals.length ? { signal: AbortSignal.any(signals) } : {}),
         headers: {
           authorization: `Bearer ${this.token}`,
@@ -82,9 +90,10 @@ export class ApiClient {
     const limit = this.timeouts.longMs;
     const signals = [signal, limit ? AbortSignal.timeout(limit) : undefined].filter((s): s is AbortSignal => Boolean(s));
     return new Promise<T>((resolve, reject) => {
-      const req = http.request(
+      const req = (url.protocol === 'https:' ? https : http).request(
         url,
         {
+          ...(this.tls ? clientTlsOptions(this.tls) : {}),
           method: 'POST',
           headers: { authorization: `Bearer ${this.token}`, 'content-type': contentType },
           ...(signals.length ? { signal: AbortSignal.any(signals) } : {}),

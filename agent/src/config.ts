@@ -5,6 +5,7 @@ import { FerryError } from './errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from './runtimes/types.js';
 
 import { COMPRESSIONS, type Compression } from './store/encoding.js';
+import { type TlsFiles, tlsFilesFrom } from './tls/identity.js';
 export interface AgentConfig {
   host: string;
   port: number;
@@ -31,6 +32,10 @@ export interface AgentConfig {
   compression?: Compression;
   /** Kept checkpoints encrypted with the 32-byte key in this file. */
   imageKeyPath?: string;
+  /** mTLS (tls/identity.ts): serve only clients with a certificate from this CA, and show ours to peers. */
+  tls?: TlsFiles;
+  /** Plain HTTP on a non-loopback address, for development on a trusted network. */
+  allowPlainHttp?: boolean;
 }
 
 export const DEFAULT_AGENT_PORT = 7070;
@@ -73,7 +78,12 @@ export function agentConfig(opts: {
   sshKey?: string;
   compress?: string;
   imageKey?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowPlainHttp?: boolean;
 }): AgentConfig {
+  const tls = tlsFilesFrom(opts);
   const token = opts.token ?? process.env.FERRY_TOKEN;
   if (!token)
     throw new FerryError('bad_request', 'no agent token: --token or FERRY_TOKEN is required', {
@@ -97,6 +107,8 @@ export function agentConfig(opts: {
     ...(opts.dockerSocket ? { dockerSocket: opts.dockerSocket } : {}),
     ...(opts.transferStallMs ? { transferStallMs: positiveMs(opts.transferStallMs, '--transfer-stall-ms') } : {}),
     ...(opts.sshKey ? { sshKeyPath: path.resolve(opts.sshKey) } : {}),
+    ...(tls ? { tls } : {}),
+    ...(opts.allowPlainHttp ? { allowPlainHttp: true } : {}),
     compression: parseCompression(opts.compress ?? process.env.FERRY_COMPRESS ?? 'none'),
     ...((opts.imageKey ?? process.env.FERRY_IMAGE_KEY_FILE)
       ? { imageKeyPath: path.resolve(opts.imageKey ?? process.env.FERRY_IMAGE_KEY_FILE ?? '') }

@@ -1,4 +1,5 @@
 /** Assembles an agent from its config: store, drivers, API. */
+import { checkPlainHttp, loadTlsIdentity, type TlsIdentity } from './tls/identity.js';
 import { loadImageKey } from './store/encoding.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -42,7 +43,7 @@ async function readSshKey(file: string): Promise<Buffer> {
   });
 }
 
-export async function createAgent(cfg: AgentConfig): Promise<Agent> {
+export async function createAgent(cfg: AgentConfig, tls?: TlsIdentity): Promise<Agent> {
   const key = cfg.imageKeyPath ? await loadImageKey(cfg.imageKeyPath) : undefined;
   const store = new ImageStore(path.join(cfg.stateDir, 'images'), { compression: cfg.compression ?? 'none', ...(key ? { key } : {}) });
   await store.init();
@@ -54,14 +55,20 @@ export async function createAgent(cfg: AgentConfig): Promise<Agent> {
     criu: cfg.criu,
     ...(cfg.transferStallMs ? { transferStallMs: cfg.transferStallMs } : {}),
     ...(cfg.sshKeyPath ? { sshKey: await readSshKey(cfg.sshKeyPath) } : {}),
+    ...(tls ? { tls } : {}),
   });
   await agent.recoverHolds();
   return agent;
 }
 
-export async function startAgent(cfg: AgentConfig, logger = true): Promise<{ agent: Agent; app: FastifyInstance; url: string }> {
-  const agent = await createAgent(cfg);
-  const app = await buildAgentApi({ agent, token: cfg.token, logger });
+export async function startAgent(
+  cfg: AgentConfig,
+  logger = true,
+): Promise<{ agent: Agent; app: FastifyInstance; url: string; warning?: string }> {
+  const warning = checkPlainHttp(cfg.host, cfg.tls, cfg.allowPlainHttp, 'agent');
+  const tls = cfg.tls ? await loadTlsIdentity(cfg.tls) : undefined;
+  const agent = await createAgent(cfg, tls);
+  const app = await buildAgentApi({ agent, token: cfg.token, logger, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
-  return { agent, app, url };
+  return { agent, app, url, ...(warning ? { warning } : {}) };
 }

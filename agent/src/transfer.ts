@@ -4,6 +4,7 @@
  * So a byte damaged on the way is caught by the receiver, and a half-sent checkpoint never becomes visible.
  * Parents go first (oldest first) when the peer lacks them, so a pre-dump chain arrives with its layout.
  */
+import type { TlsIdentity } from './tls/identity.js';
 import { Transform } from 'node:stream';
 import { AgentClient } from './client.js';
 import { FerryError, isFerryError } from './errors.js';
@@ -36,6 +37,8 @@ export interface SendOptions {
   signal?: AbortSignal;
   /** This agent's SSH private key, for peers reached over SSH. */
   sshKey?: Buffer;
+  /** This agent's certificate, for peers served over mTLS. */
+  tls?: TlsIdentity;
 }
 
 /** The peer hashes and syncs what it received before it answers; allow for that at this pace. */
@@ -62,7 +65,7 @@ export async function sendCheckpoint(store: ImageStore, id: string, peer: Peer, 
 
 async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer: Peer, opts: SendOptions): Promise<SendResult> {
   const id = chain.at(-1)?.id ?? '';
-  const client = new AgentClient(url, peer.token, { timeouts: { quickMs: opts.stallMs } });
+  const client = new AgentClient(url, peer.token, { timeouts: { quickMs: opts.stallMs }, ...(opts.tls ? { tls: opts.tls } : {}) });
   const t0 = performance.now();
   let bytes = 0;
   const sent: string[] = [];

@@ -9,6 +9,7 @@ import { controllerConfig, DEFAULT_CONTROLLER_PORT } from '../../controller/src/
 import { startController } from '../../controller/src/main.js';
 import { STRATEGIES, type MigrationRecord, type Strategy } from '../../controller/src/migration/types.js';
 import { bytes, fields, ms, table } from './format.js';
+import { clientTls, type TlsFlags } from './tls-commands.js';
 
 export interface CliContext {
   json(): boolean;
@@ -25,7 +26,7 @@ export function controllerClient(program: Command): ControllerClient {
       hint: 'use the token the controller was started with',
     });
   }
-  return new ControllerClient(controller, controllerToken);
+  return new ControllerClient(controller, controllerToken, clientTls(program));
 }
 
 /** A commander parser that names the flag when the value is not a positive integer. */
@@ -75,6 +76,7 @@ export function migrationSummary(m: MigrationRecord): string {
 }
 
 interface ControllerFlags {
+  allowPlainHttp?: boolean;
   listen?: string;
   database?: string;
   agentTimeout: number;
@@ -117,6 +119,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .option('--lease-duration <ms>', 'a leader silent this long is replaced', positiveInt('--lease-duration'), 15_000)
     .option('--renew-deadline <ms>', 'a leader that has not renewed for this long stops acting', positiveInt('--renew-deadline'), 10_000)
     .option('--retry-period <ms>', 'how often the Lease is renewed or tried', positiveInt('--retry-period'), 2_000)
+    .option('--allow-plain-http', 'serve plain HTTP on a non-loopback address (development on a trusted network only)')
     .action(async (opts: ControllerFlags) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
       if (opts.kube && opts.renewDeadline >= opts.leaseDuration) {
@@ -130,6 +133,8 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
         ...(controllerToken ? { token: controllerToken } : {}),
         agentTimeouts: { quickMs: opts.agentTimeout, longMs: opts.agentLongTimeout },
         healthCheckMs: opts.healthCheck,
+        ...program.opts<TlsFlags>(),
+        ...(opts.allowPlainHttp ? { allowPlainHttp: true } : {}),
         ...(opts.kube
           ? {
               kube: {
@@ -145,6 +150,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
           : {}),
       });
       const c = await startController(cfg, !ctx.json());
+      if (c.warning) console.error(c.warning);
       console.error(
         `ferry controller listening on ${c.url}; store ${cfg.database}${c.recovered.length ? `; settling ${c.recovered.length} unfinished migration(s)` : ''}${cfg.kube ? `; kubernetes mode as ${cfg.kube.identity}` : ''}`,
       );

@@ -10,6 +10,7 @@ import type { Manifest } from '../../agent/src/store/manifest.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
 import { addControllerCommands } from './controller-commands.js';
 import { addPolicyCommands } from './policy-commands.js';
+import { addTlsCommands, clientTls, type TlsFlags } from './tls-commands.js';
 import { addTokenCommands } from './token-commands.js';
 import { bytes, fields, ms, table } from './format.js';
 
@@ -23,7 +24,10 @@ const program = new Command('ferry')
   .description('Checkpoint, restore and move running containers with CRIU')
   .option('--agent <url>', 'agent URL', process.env.FERRY_AGENT ?? `http://127.0.0.1:${DEFAULT_AGENT_PORT}`)
   .option('--token <token>', 'agent token (default: $FERRY_TOKEN)')
-  .option('--json', 'print JSON instead of tables');
+  .option('--json', 'print JSON instead of tables')
+  .option('--tls-ca <file>', 'the cluster CA (mTLS; for servers: accept only its clients) ($FERRY_TLS_CA)')
+  .option('--tls-cert <file>', 'this certificate, shown to servers and, by agent and controller, to clients ($FERRY_TLS_CERT)')
+  .option('--tls-key <file>', "this certificate's key ($FERRY_TLS_KEY)");
 
 const globals = () => program.opts<GlobalOpts>();
 const runtimeOption = () => new Option('-r, --runtime <runtime>', 'container runtime').choices([...RUNTIME_NAMES]);
@@ -32,7 +36,8 @@ function client(): AgentClient {
   const { agent, token = process.env.FERRY_TOKEN } = globals();
   if (!token)
     throw new FerryError('bad_request', 'no token: pass --token or set FERRY_TOKEN', { hint: 'use the token the agent was started with' });
-  return new AgentClient(agent, token);
+  const tls = clientTls(program);
+  return new AgentClient(agent, token, tls ? { tls } : {});
 }
 
 function print(value: unknown, human: () => string): void {
@@ -92,9 +97,11 @@ program
   .option('--ssh-key <file>', 'private key for sending checkpoints to nodes reached over SSH')
   .option('--compress <how>', 'compress kept checkpoints: none, gzip or zstd (default none, $FERRY_COMPRESS)')
   .option('--image-key <file>', 'encrypt kept checkpoints with this 32-byte key (AES-256-GCM; $FERRY_IMAGE_KEY_FILE)')
-  .action(async (opts: Record<string, string | undefined>) => {
-    const cfg = agentConfig({ ...opts, token: globals().token });
-    const { url, agent, app } = await startAgent(cfg, !globals().json);
+  .option('--allow-plain-http', 'serve plain HTTP on a non-loopback address (development on a trusted network only)')
+  .action(async (opts: Record<string, string | undefined> & { allowPlainHttp?: boolean }) => {
+    const cfg = agentConfig({ ...opts, ...program.opts<TlsFlags>(), token: globals().token });
+    const { url, agent, app, warning } = await startAgent(cfg, !globals().json);
+    if (warning) console.error(warning);
     // Stopped on purpose, the agent lets go of what coordinated checkpoints hold frozen before it exits
     // (killed, it thaws them when it starts again: holds.ts).
     const stop = (signal: NodeJS.Signals) => {
@@ -236,6 +243,7 @@ program
 addControllerCommands(program, { json: () => Boolean(globals().json), print });
 addPolicyCommands(program, { json: () => Boolean(globals().json), print });
 addTokenCommands(program, { print });
+addTlsCommands(program, { print });
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof FerryError) {

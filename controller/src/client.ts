@@ -1,4 +1,5 @@
 /** A typed client of the controller API, for the CLI, the demo and tests. */
+import type { TlsIdentity } from '../../agent/src/tls/identity.js';
 import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import { ApiClient } from '../../agent/src/api-client.js';
 import type { RuntimeName } from '../../agent/src/runtimes/types.js';
@@ -11,8 +12,12 @@ export type MigrateParams = Pick<MigrationRequest, 'container' | 'targetNode'> &
   Partial<Omit<MigrationRequest, 'container' | 'targetNode'>>;
 
 export class ControllerClient extends ApiClient {
-  constructor(url: string, token: string) {
-    super(url, token, { what: 'the controller', startHint: 'start it with `ferry controller` or pass --controller URL' });
+  constructor(url: string, token: string, tls?: TlsIdentity) {
+    super(url, token, {
+      what: 'the controller',
+      startHint: 'start it with `ferry controller` or pass --controller URL',
+      ...(tls ? { tls } : {}),
+    });
   }
 
   registerNode(name: string, url: string, token: string, ssh?: SshRoute): Promise<PublicNode> {

@@ -1,4 +1,5 @@
 /** The controller's settings, from flags or the environment, checked once at start-up. */
+import { type TlsFiles, tlsFilesFrom } from '../../agent/src/tls/identity.js';
 import path from 'node:path';
 import { parseListen } from '../../agent/src/config.js';
 import { FerryError } from '../../agent/src/errors.js';
@@ -19,6 +20,10 @@ export interface ControllerConfig {
   agentTimeouts: { quickMs: number; longMs: number };
   /** Kubernetes mode (docs/kubernetes.md): CheckpointPolicy objects, one acting replica by Lease. */
   kube?: KubeModeConfig;
+  /** mTLS (agent/src/tls/identity.ts): serve only clients with a certificate from this CA, and show ours to agents. */
+  tls?: TlsFiles;
+  /** Plain HTTP on a non-loopback address, for development on a trusted network. */
+  allowPlainHttp?: boolean;
 }
 
 export const DEFAULT_CONTROLLER_PORT = 7080;
@@ -30,7 +35,12 @@ export function controllerConfig(opts: {
   healthCheckMs?: number;
   agentTimeouts?: { quickMs: number; longMs: number };
   kube?: KubeModeConfig;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowPlainHttp?: boolean;
 }): ControllerConfig {
+  const tls = tlsFilesFrom(opts);
   const token = opts.token ?? process.env.FERRY_CONTROLLER_TOKEN;
   if (!token) {
     throw new FerryError('bad_request', 'no controller token: --token or FERRY_CONTROLLER_TOKEN is required', {
@@ -44,6 +54,8 @@ export function controllerConfig(opts: {
     healthCheckMs: opts.healthCheckMs ?? 10_000,
     agentTimeouts: opts.agentTimeouts ?? { quickMs: 15_000, longMs: 30 * 60_000 },
     ...(opts.kube ? { kube: opts.kube } : {}),
+    ...(tls ? { tls } : {}),
+    ...(opts.allowPlainHttp ? { allowPlainHttp: true } : {}),
   };
 }
 

@@ -1,4 +1,5 @@
 /** Assembles the controller: embedded store, node registry, orchestrator and policy scheduler (each recovering what a previous run left), API. */
+import { checkPlainHttp, loadTlsIdentity } from '../../agent/src/tls/identity.js';
 import type { FastifyInstance } from 'fastify';
 import { buildControllerApi } from './api/server.js';
 import type { ControllerConfig } from './config.js';
@@ -24,12 +25,16 @@ export interface RunningController {
   kube?: KubeMode;
   /** Ids of migrations found unfinished at start and being settled. */
   recovered: string[];
+  /** Said at start when serving plain HTTP. */
+  warning?: string;
   close(): Promise<void>;
 }
 
 export async function startController(cfg: ControllerConfig, logger = true): Promise<RunningController> {
+  const warning = checkPlainHttp(cfg.host, cfg.tls, cfg.allowPlainHttp, 'controller');
+  const tls = cfg.tls ? await loadTlsIdentity(cfg.tls) : undefined;
   const db: Db = openDatabase(cfg.database);
-  const nodes = new NodeRegistry(new NodeRepo(db), cfg.agentTimeouts);
+  const nodes = new NodeRegistry(new NodeRepo(db), cfg.agentTimeouts, tls);
   const orchestrator = new Orchestrator(new MigrationRepo(db), nodes);
   const recovered = orchestrator.recover();
   const policyRepo = new PolicyRepo(db);
@@ -38,7 +43,7 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const policies = new PolicyScheduler(policyRepo, nodes, placement, policyEvents);
   nodes.onChecked(() => placement.afterHealthCheck());
   const metrics = createControllerMetrics({ orchestrator, policyEvents, nodes });
-  const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, metrics, logger });
+  const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, metrics, logger, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
   nodes.startHealthChecks(cfg.healthCheckMs);
   // In Kubernetes mode only the replica holding the lease schedules; standalone, this one always does.
@@ -59,6 +64,7 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
     policies,
     ...(kube ? { kube } : {}),
     recovered,
+    ...(warning ? { warning } : {}),
     close: async () => {
       await kube?.stop();
       await nodes.stopHealthChecks();

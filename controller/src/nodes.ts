@@ -2,6 +2,7 @@
  * The nodes the controller can migrate between. Registering probes the agent first (a node that does not
  * answer with its token is refused), and a periodic health check keeps `healthy` and capabilities fresh.
  */
+import type { TlsIdentity } from '../../agent/src/tls/identity.js';
 import type { ClientTimeouts } from '../../agent/src/api-client.js';
 import { AgentClient } from '../../agent/src/client.js';
 import { FerryError, isFerryError } from '../../agent/src/errors.js';
@@ -20,10 +21,16 @@ export class NodeRegistry {
   constructor(
     private readonly repo: NodeRepo,
     private readonly timeouts: ClientTimeouts = {},
+    /** The controller's certificate, shown to agents served over mTLS. */
+    private readonly tls?: TlsIdentity,
   ) {}
 
+  private clientOptions() {
+    return { timeouts: this.timeouts, ...(this.tls ? { tls: this.tls } : {}) };
+  }
+
   async register(name: string, url: string, token: string, ssh?: SshRoute): Promise<PublicNode> {
-    const client = new AgentClient(url, token, { timeouts: this.timeouts });
+    const client = new AgentClient(url, token, this.clientOptions());
     const capabilities = await client.node(true).catch((err: unknown) => {
       if (isFerryError(err) && err.code === 'unauthorized') {
         throw new FerryError('bad_request', `the agent at ${url} refused the token`, {
@@ -49,7 +56,7 @@ export class NodeRegistry {
 
   client(name: string): AgentClient {
     const node = this.get(name);
-    return new AgentClient(node.url, node.token, { timeouts: this.timeouts });
+    return new AgentClient(node.url, node.token, this.clientOptions());
   }
 
   /** How another agent sends checkpoints to this node: its URL and token, through SSH when registered so. */
@@ -76,7 +83,7 @@ export class NodeRegistry {
     await Promise.all(
       this.repo.list().map(async (n) => {
         try {
-          this.repo.markHealthy(n.name, await new AgentClient(n.url, n.token, { timeouts: this.timeouts }).node());
+          this.repo.markHealthy(n.name, await new AgentClient(n.url, n.token, this.clientOptions()).node());
         } catch (err) {
           this.repo.markUnhealthy(n.name, (err as Error).message);
         }

@@ -4,6 +4,8 @@
  * TCP; the controller is a real `ferry controller` process in the host namespace with its own SQLite
  * file, so tests can kill it mid-migration and start it again on the same store.
  */
+import { initCa, type IssuedFiles, issueCertificate } from '../../agent/src/tls/ca.js';
+import { loadTlsIdentity, type TlsIdentity } from '../../agent/src/tls/identity.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -37,6 +39,8 @@ export interface ClusterNode {
 export interface TestCluster {
   net: TestNetwork;
   controllerToken: string;
+  /** With tls: the identity the test's own clients show. */
+  tls?: TlsIdentity;
   /** Follows a migration's event stream to its end and returns the final record. */
   finished(id: string): Promise<MigrationRecord>;
   /** The client of the controller now running (a restart makes a new one). */
@@ -55,7 +59,14 @@ export interface TestCluster {
 export async function startTestCluster(
   tag: string,
   names: string[],
-  opts: { runtimes: RuntimeName[]; subnet?: string; agentArgs?: (node: string) => string[]; controllerArgs?: string[] },
+  opts: {
+    runtimes: RuntimeName[];
+    subnet?: string;
+    agentArgs?: (node: string) => string[];
+    controllerArgs?: string[];
+    /** mTLS everywhere: a CA of the cluster's own, a certificate per node, the controller and the test's client. */
+    tls?: boolean;
+  },
 ): Promise<TestCluster> {
   const scratch = await mkdtemp(path.join(os.tmpdir(), `ferry-cluster-${tag}-`));
   const net = await createTestNetwork(tag, names, opts.subnet ? { subnet: opts.subnet } : {});
@@ -63,6 +74,15 @@ export async function startTestCluster(
   const agentToken = randomBytes(16).toString('hex');
   const controllerToken = randomBytes(16).toString('hex');
   let controller: { process: NodeProcess; client: ControllerClient } | undefined;
+  const pki = opts.tls
+    ? await clusterPki(
+        path.join(scratch, 'pki'),
+        names.map((n) => ({ name: n, address: net.node(n).address })),
+      )
+    : undefined;
+  const scheme = pki ? 'https' : 'http';
+  // Agents listen on the namespaces' addresses: plain HTTP there must be asked for.
+  const transport = (who: string) => (pki ? pki.flags(who) : ['--allow-plain-http']);
 
   const startAgent = async (name: string): Promise<ClusterNode> => {
     const address = net.node(name).address;
@@ -74,14 +94,15 @@ export async function startTestCluster(
     argv.push('--state-dir', stateDir, '--runtimes', opts.runtimes.join(','), '--runc-root', runcRoot);
     argv.push('--transfer-stall-ms', String(TEST_STALL_MS));
     if (opts.runtimes.includes('podman')) argv.push('--podman-root', podman.root);
-    argv.push(...(opts.agentArgs?.(name) ?? []));
+    argv.push(...transport(name), ...(opts.agentArgs?.(name) ?? []));
     const proc = await startProcessIn(net, name, argv, {
       readyLine: /listening on/,
       timeoutMs: scaled(30_000),
       env: { ...process.env, FERRY_TOKEN: agentToken },
     });
-    const url = `http://${address}:${AGENT_PORT}`;
-    const node = { name, url, token: agentToken, stateDir, runcRoot, podman, process: proc, agent: new AgentClient(url, agentToken) };
+    const url = `${scheme}://${address}:${AGENT_PORT}`;
+    const agent = new AgentClient(url, agentToken, pki ? { tls: pki.client } : {});
+    const node = { name, url, token: agentToken, stateDir, runcRoot, podman, process: proc, agent };
     nodes.set(name, node);
     return node;
   };
@@ -95,12 +116,13 @@ export async function startTestCluster(
       String(scaled(3_000)),
       '--agent-long-timeout',
       String(scaled(120_000)),
+      ...(pki ? pki.flags('controller') : []),
       ...(opts.controllerArgs ?? []),
     );
     const proc = await startProcess(argv, { readyLine: /listening on/, timeoutMs: scaled(30_000) });
-    const url = /listening on (http:\/\/\S+?);/.exec(proc.output())?.[1];
+    const url = /listening on (https?:\/\/\S+?);/.exec(proc.output())?.[1];
     if (!url) throw new Error(`the controller did not say where it listens:\n${proc.output()}`);
-    controller = { process: proc, client: new ControllerClient(url, controllerToken) };
+    controller = { process: proc, client: new ControllerClient(url, controllerToken, pki?.client) };
     return controller.client;
   };
 
@@ -132,6 +154,7 @@ export async function startTestCluster(
   return {
     net,
     controllerToken,
+    ...(pki ? { tls: pki.client } : {}),
     client: () => running().client,
     async finished(id) {
       for await (const _ of running().client.events(id)) {
@@ -155,5 +178,23 @@ export async function startTestCluster(
     },
     startController,
     destroy: stopAll,
+  };
+}
+
+/** The cluster's CA (real openssl, as `ferry tls` makes them): per node its address, the controller 127.0.0.1. */
+async function clusterPki(dir: string, nodes: { name: string; address: string }[]) {
+  await initCa(dir);
+  const files = new Map<string, IssuedFiles>();
+  for (const n of nodes) files.set(n.name, await issueCertificate(dir, n.name, { hosts: [n.address] }));
+  files.set('controller', await issueCertificate(dir, 'controller', { hosts: ['127.0.0.1'] }));
+  const tester = await issueCertificate(dir, 'tester');
+  const client = await loadTlsIdentity(tester);
+  return {
+    client,
+    flags(who: string): string[] {
+      const f = files.get(who);
+      if (!f) throw new Error(`no certificate for ${who}`);
+      return ['--tls-ca', f.ca, '--tls-cert', f.cert, '--tls-key', f.key];
+    },
   };
 }

@@ -2,6 +2,7 @@
  * What every Ferry HTTP API shares (agent, controller): the OpenAPI document, the shared schemas, one
  * error shape, and a bearer token on every route but health and the document.
  */
+import type { TLSSocket } from 'node:tls';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
@@ -9,6 +10,7 @@ import { FerryError } from '../errors.js';
 import { installErrorHandling } from './errors.js';
 import { installMetrics } from './metrics.js';
 import { allows, scopeFor, verifyAuthorization } from './tokens.js';
+import { serverTlsOptions, type TlsIdentity } from '../tls/identity.js';
 
 const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
 
@@ -23,11 +25,18 @@ export interface BaseApiOptions {
   ajvOptions: Record<string, unknown>;
   /** Served at GET /metrics, with every request timed into it. */
   metrics: Registry;
+  /** mTLS: only clients with a certificate from this identity's CA connect (tls/identity.ts). */
+  tls?: TlsIdentity;
 }
 
 export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance> {
   if (!o.token) throw new FerryError('bad_request', `the ${o.what} needs a token`, { hint: `set ${o.tokenSource}` });
-  const app = Fastify({ logger: o.logger, ajv: { customOptions: o.ajvOptions } });
+  // Fastify types an HTTPS server differently; the routes are the same.
+  const app = Fastify({
+    logger: o.logger,
+    ajv: { customOptions: o.ajvOptions },
+    ...(o.tls ? { https: serverTlsOptions(o.tls) } : {}),
+  }) as unknown as FastifyInstance;
   await app.register(swagger, {
     openapi: {
       info: { title: `Ferry ${o.what} API`, version: '1' },
@@ -39,6 +48,11 @@ export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance>
   installErrorHandling(app);
   app.addHook('onRequest', async (req) => {
     if (OPEN_ROUTES.has(req.routeOptions.url ?? '')) return;
+    if (o.tls && !(req.socket as TLSSocket).authorized) {
+      throw new FerryError('unauthorized', "no client certificate from this cluster's CA (mTLS)", {
+        hint: 'call with --tls-ca, --tls-cert and --tls-key (a certificate from `ferry tls issue`)',
+      });
+    }
     const verdict = verifyAuthorization(req.headers.authorization, o.token, o.what);
     if (!verdict.ok) throw verdict.error;
     const needed = scopeFor(req.method);

@@ -6,15 +6,18 @@ import type { Agent, CheckpointParams, HoldParams, RestoreParams } from '../agen
 import type { RuntimeName } from '../runtimes/types.js';
 import { AgentMetrics, measured } from './agent-metrics.js';
 import { createBaseApi } from './base.js';
+import type { TlsIdentity } from '../tls/identity.js';
 import { routes, sharedSchemas } from './schemas.js';
 
 export interface ApiOptions {
   agent: Agent;
   token: string;
   logger?: boolean;
+  /** Serve over mTLS with this identity. */
+  tls?: TlsIdentity;
 }
 
-export async function buildAgentApi({ agent, token, logger = false }: ApiOptions): Promise<FastifyInstance> {
+export async function buildAgentApi({ agent, token, logger = false, tls }: ApiOptions): Promise<FastifyInstance> {
   const metrics = new AgentMetrics(agent.node);
   const app = await createBaseApi({
     what: 'agent',
@@ -24,6 +27,7 @@ export async function buildAgentApi({ agent, token, logger = false }: ApiOptions
     logger,
     ajvOptions: { coerceTypes: 'array', removeAdditional: false },
     metrics: metrics.registry,
+    ...(tls ? { tls } : {}),
   });
   // Archives arrive as raw streams; the store unpacks and verifies them as they come.
   app.addContentTypeParser(['application/x-tar', 'application/octet-stream'], (_req, payload, done) => done(null, payload));

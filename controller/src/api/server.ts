@@ -1,4 +1,5 @@
 /** The controller's HTTP API: nodes, migrations and their event streams, checkpoint policies. Thin routes over the registry and orchestrator. */
+import type { TlsIdentity } from '../../../agent/src/tls/identity.js';
 import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
@@ -20,6 +21,8 @@ export interface ControllerApiOptions {
   /** Served at GET /metrics (controller/src/metrics.ts). */
   metrics: Registry;
   logger?: boolean;
+  /** Serve over mTLS with this identity. */
+  tls?: TlsIdentity;
 }
 
 export async function buildControllerApi({
@@ -29,6 +32,7 @@ export async function buildControllerApi({
   token,
   metrics,
   logger = false,
+  tls,
 }: ControllerApiOptions): Promise<FastifyInstance> {
   const app = await createBaseApi({
     what: 'controller',
@@ -38,6 +42,7 @@ export async function buildControllerApi({
     logger,
     ajvOptions: { removeAdditional: false, useDefaults: true },
     metrics,
+    ...(tls ? { tls } : {}),
   });
 
   app.get('/healthz', { schema: routes.health }, async () => ({ ok: true }));
