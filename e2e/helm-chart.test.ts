@@ -4,6 +4,7 @@
  * against the Kubernetes schema of its kind (kubernetes-models), the parts that matter checked by name, and
  * values.schema.json refusing values that make no sense.
  */
+import { X509Certificate } from 'node:crypto';
 import test from 'ava';
 import { Ajv } from 'ajv';
 import { readFile } from 'node:fs/promises';
@@ -39,7 +40,8 @@ interface Workload {
       spec: {
         hostPID?: boolean;
         containers: Container[];
-        initContainers?: { args: string[] }[];
+        initContainers?: { name: string; args: string[] }[];
+        volumes?: { name: string }[];
         securityContext: { runAsNonRoot?: boolean };
       };
     };
@@ -53,6 +55,9 @@ interface Role {
 const byKind = <T = Manifest>(r: RenderedChart, kind: string) =>
   r.manifests.filter((m) => m.object.kind === kind).map((m) => m.object as unknown as T);
 const one = <T = Manifest>(r: RenderedChart, kind: string) => byKind<T>(r, kind)[0] as T;
+type Secret = { metadata: { name: string }; data: Record<string, string> };
+const secretNamed = (r: RenderedChart, suffix: string) =>
+  byKind<Secret>(r, 'Secret').find((x) => x.metadata.name.endsWith(suffix)) as Secret;
 
 test('default values: every manifest is valid for its kind, and the chart has every part', async (t) => {
   const r = await renderChart();
@@ -93,7 +98,7 @@ test('agent: privileged in the node PID namespace, ferry-runc and the containerd
   t.true(spec.hostPID);
   t.true(agent.securityContext.privileged);
   t.true(agent.args.includes('--runc-root=/run/containerd/runc/k8s.io'));
-  const init = spec.initContainers?.[0]?.args[0] ?? '';
+  const init = spec.initContainers?.find((c) => c.name === 'install-ferry-runc')?.args[0] ?? '';
   t.regex(init, /BinaryName = "\/opt\/ferry\/bin\/ferry-runc"/);
   t.regex(init, /container_annotations = \["ferry\.dev\/\*"\]/);
   t.is(one<{ handler: string }>(r, 'RuntimeClass').handler, 'ferry');
@@ -112,10 +117,9 @@ test('RBAC: least privilege, no wildcards, no secrets, leases only in the releas
 });
 
 test('tokens: generated when not given, taken from values when given', async (t) => {
-  type Secret = { data: Record<string, string> };
-  const generated = one<Secret>(await renderChart(), 'Secret').data;
+  const generated = secretNamed(await renderChart(), '-tokens').data;
   t.is(Buffer.from(generated['agent-token'] ?? '', 'base64').length, 32);
-  const given = one<Secret>(await renderChart({ tokens: { agent: 'a'.repeat(20), controller: 'c'.repeat(20) } }), 'Secret').data;
+  const given = secretNamed(await renderChart({ tokens: { agent: 'a'.repeat(20), controller: 'c'.repeat(20) } }), '-tokens').data;
   t.is(Buffer.from(given['agent-token'] ?? '', 'base64').toString(), 'a'.repeat(20));
 });
 
@@ -132,9 +136,40 @@ test('edge values: three replicas, no network policy, no runtime install, no Run
   t.is(byKind(r, 'NetworkPolicy').length, 0);
   t.is(byKind(r, 'RuntimeClass').length, 0);
   const ds = one<Workload>(r, 'DaemonSet').spec.template.spec;
-  t.is(ds.initContainers, undefined);
+  t.deepEqual(
+    ds.initContainers?.map((c) => c.name),
+    ['issue-certificate'],
+  );
   t.is(ds.containers[0]?.image, 'registry.example/ferry:v9');
   t.true(ds.containers[0]?.args.includes('--state-dir=/data/ferry'));
+});
+
+test('mTLS by default: a CA generated once, each pod issues its certificate for its address, HTTPS probes; plain only when tls.enabled is false', async (t) => {
+  const r = await renderChart();
+  const crt = Buffer.from(secretNamed(r, '-ca').data['ca.crt'] ?? '', 'base64').toString();
+  t.regex(crt, /^-----BEGIN CERTIFICATE-----/);
+  t.is(new X509Certificate(crt).ca, true, 'a CA certificate');
+  for (const kind of ['DaemonSet', 'Deployment']) {
+    const spec = one<Workload>(r, kind).spec.template.spec;
+    const main = spec.containers[0] as Container & { readinessProbe: { httpGet: { scheme: string } } };
+    t.true(
+      main.args.some((a) => a.startsWith('--tls-cert=/tls/')),
+      `${kind} serves mTLS`,
+    );
+    t.false(main.args.includes('--allow-plain-http'));
+    t.is(main.readinessProbe.httpGet.scheme, 'HTTPS');
+    const issue = spec.initContainers?.find((c) => c.name === 'issue-certificate')?.args[0] ?? '';
+    t.regex(issue, /ferry tls issue \S+ --dir \/tls/);
+    t.regex(issue, /rm -f \/tls\/ca\.key/, 'the CA key does not reach the running container');
+  }
+  t.regex(one<Workload>(r, 'DaemonSet').spec.template.spec.initContainers?.[0]?.args[0] ?? '', /--host \$NODE_IP/);
+
+  const plain = await renderChart({ tls: { enabled: false } });
+  const agent = one<Workload>(plain, 'DaemonSet').spec.template.spec;
+  t.true(agent.containers[0]?.args.includes('--allow-plain-http'));
+  t.false((agent.volumes ?? []).some((v) => v.name === 'tls'));
+  t.false(byKind<Secret>(plain, 'Secret').some((x) => x.metadata.name.endsWith('-ca')));
+  for (const m of plain.manifests) await t.notThrowsAsync(validateKind(m.object), m.source);
 });
 
 test('values.schema.json accepts the defaults and refuses nonsense, naming the value', async (t) => {
