@@ -5,22 +5,19 @@
  * exactly one running copy, on the source, and a failed migration whose record names the step.
  */
 import test from 'ava';
-import { watch } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { startCorruptingProxy } from './support/corrupting-proxy.js';
-import { runcCount, runcRemove, runcState, startCounting } from './support/runc.js';
-import { expectCountResumed, waitFor } from './support/workload.js';
+import { assertOneCopy, migrateWithFault as migrateWithFault_, onSlowLink as onSlowLink_ } from './support/faults.js';
+import { runcRemove, startCounting } from './support/runc.js';
 
 let cluster: TestCluster;
 let scratch: string;
 const started: string[] = [];
 const tag = `f${process.pid % 100000}`;
-/** ~2.3 MB of checkpoint at this rate takes about 5 s on the wire. */
-const SLOW_LINK_MBIT = 4;
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-faults-'));
@@ -39,51 +36,14 @@ async function counterOnA(what: string): Promise<{ id: string; before: number }>
   return { id, before: await startCounting(id, scratch, cluster.node('a').runcRoot) };
 }
 
-/**
- * Starts the migration and calls `fault` once bytes are on their way: when the target's store makes the
- * partial directory of the incoming checkpoint (a file-system event, so the fault lands mid-transfer).
- */
-async function migrateWithFault(id: string, fault: (m: MigrationRecord) => Promise<unknown>): Promise<MigrationRecord> {
-  const incoming = path.join(cluster.node('b').stateDir, 'images', 'checkpoints');
-  const watcher = watch(incoming);
-  const receiving = new Promise<void>((resolve) =>
-    watcher.on('change', (_type, name) => {
-      if (String(name).startsWith('.partial-import-')) resolve();
-    }),
-  );
-  try {
-    const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'runc', name: id }, targetNode: 'b' });
-    await receiving;
-    await fault(accepted);
-    return accepted;
-  } finally {
-    watcher.close();
-  }
-}
-
 const finished = (id: string) => cluster.finished(id);
-
+const migrateWithFault = (id: string, fault: (m: MigrationRecord) => Promise<unknown>) => migrateWithFault_(cluster, id, fault);
+const onSlowLink = <T>(fn: () => Promise<T>) => onSlowLink_(cluster, fn);
 /** The source counts on from before the migration; the target runs nothing and keeps no checkpoint. */
-async function assertOneCopyOnSource(t: import('ava').ExecutionContext, id: string, before: number): Promise<void> {
-  await expectCountResumed(() => runcCount(id, cluster.node('a').runcRoot), before);
-  t.is(await runcState(id, cluster.node('b').runcRoot), undefined, 'nothing runs on the target');
-  const b = cluster.node('b');
-  await waitFor(
-    async () => ({ listed: await b.agent.checkpoints(), partial: await readdir(path.join(b.stateDir, 'images', 'checkpoints')) }),
-    (s) => s.listed.length === 0 && s.partial.length === 0,
-    { what: 'the target to keep nothing of the checkpoint', timeoutMs: 15_000 },
-  );
-}
-
-/** Runs `fn` with the sender's link throttled, so that a transfer lasts long enough to be hit mid-way. */
-async function onSlowLink<T>(fn: () => Promise<T>): Promise<T> {
-  await cluster.net.throttle('a', SLOW_LINK_MBIT);
-  try {
-    return await fn();
-  } finally {
-    await cluster.net.throttle('a', undefined);
-  }
-}
+const assertOneCopyOnSource = async (t: import('ava').ExecutionContext, id: string, before: number) => {
+  await assertOneCopy(cluster, id, 'a', before);
+  t.deepEqual(await cluster.node('b').agent.checkpoints(), [], 'the target keeps no checkpoint');
+};
 
 test.serial('target agent killed mid-transfer: the source runs again; the restarted target keeps nothing', async (t) => {
   const { id, before } = await counterOnA('kill-target');

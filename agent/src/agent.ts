@@ -88,6 +88,7 @@ export class Agent {
   private readonly busy = new Set<string>();
   private readonly holds: HoldRegistry;
   private readonly sends = new Map<string, AbortController>();
+  private readonly incomingImports = new Map<string, { bytes: number }>();
   /**
    * When each checkpoint id was last deleted here. An import that began before its id was deleted is
    * discarded when it completes: a rollback deletes the target's copy while the last bytes may still be
@@ -463,10 +464,17 @@ export class Agent {
     this.deletedAt.set(id, now);
   }
 
-  /** A sender that goes silent (a cut link) fails the import after transferStallMs; nothing is kept. */
-  async importCheckpoint(source: Readable): Promise<Manifest> {
+  /**
+   * A sender that goes silent (a cut link) fails the import after transferStallMs; nothing is kept. A
+   * sender that announced the checkpoint's id can follow how many bytes arrived (incoming()).
+   */
+  async importCheckpoint(source: Readable, announced?: string): Promise<Manifest> {
     const startedAt = performance.now();
-    const manifest = await this.receive(source);
+    const progress = { bytes: 0 };
+    if (announced) this.incomingImports.set(assertCheckpointId(announced, 'x-ferry-checkpoint'), progress);
+    const manifest = await this.receive(source, progress).finally(() => {
+      if (announced && this.incomingImports.get(announced) === progress) this.incomingImports.delete(announced);
+    });
     if ((this.deletedAt.get(manifest.id) ?? Number.NEGATIVE_INFINITY) >= startedAt) {
       await this.store.delete(manifest.id).catch(() => undefined);
       throw new FerryError('conflict', `checkpoint ${manifest.id} was deleted here while it was arriving; it was discarded`, {
@@ -476,9 +484,19 @@ export class Agent {
     return manifest;
   }
 
-  private async receive(source: Readable): Promise<Manifest> {
+  /**
+   * Bytes received so far of an announced import still arriving. The sender follows it once everything
+   * is on the wire: a slow link can hold megabytes in socket buffers, where the sender sees no progress.
+   */
+  incoming(id: string): { id: string; receiving: boolean; bytes: number } {
+    const p = this.incomingImports.get(assertCheckpointId(id));
+    return { id, receiving: Boolean(p), bytes: p?.bytes ?? 0 };
+  }
+
+  private async receive(source: Readable, progress: { bytes: number }): Promise<Manifest> {
     const watched = new Transform({
-      transform(chunk, _enc, done) {
+      transform(chunk: Buffer, _enc, done) {
+        progress.bytes += chunk.length;
         silent.kick();
         done(null, chunk);
       },

@@ -62,7 +62,12 @@ export class AgentClient extends ApiClient {
     if (!res.body) throw new FerryError('internal', 'the agent sent an empty archive');
     return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
   }
-  importArchive(archive: Readable, signal?: AbortSignal): Promise<Manifest> {
-    return this.upload('/v1/checkpoints/import', archive, 'application/x-tar', signal);
+  /** announce: the checkpoint's id, so that incoming() can follow the bytes as they arrive. */
+  importArchive(archive: Readable, signal?: AbortSignal, announce?: string): Promise<Manifest> {
+    return this.upload('/v1/checkpoints/import', archive, 'application/x-tar', signal, announce ? { 'x-ferry-checkpoint': announce } : {});
+  }
+
+  incoming(id: string): Promise<{ id: string; receiving: boolean; bytes: number }> {
+    return this.json('GET', `/v1/incoming/${encodeURIComponent(id)}`);
   }
 }

@@ -83,6 +83,7 @@ async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer
       ),
     );
     let sentOfThis = 0;
+    let following: { stop(): void } | undefined;
     const counted = new Transform({
       transform(chunk: Buffer, _enc, done) {
         bytes += chunk.length;
@@ -91,15 +92,23 @@ async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer
         done(null, chunk);
       },
       flush(done) {
-        stalled.kick(opts.stallMs + sentOfThis / PEER_VERIFY_BYTES_PER_MS);
+        // Everything is in the socket now. On a slow link megabytes can wait in socket buffers for
+        // seconds while nothing moves here: from now on, progress is what the peer says it received.
+        stalled.kick();
+        following = followPeer(client, manifest.id, opts.stallMs, (received) => {
+          if (received < sentOfThis) return stalled.kick();
+          stalled.kick(opts.stallMs + sentOfThis / PEER_VERIFY_BYTES_PER_MS);
+          following?.stop();
+        });
         done();
       },
     });
     try {
-      await client.importArchive(store.exportArchive(manifest.id).pipe(counted), abort.signal);
+      await client.importArchive(store.exportArchive(manifest.id).pipe(counted), abort.signal, manifest.id);
     } catch (err) {
       throw transferFailure(manifest.id, peer.url, abort.signal.aborted ? abort.signal.reason : err);
     } finally {
+      following?.stop();
       stalled.stop();
       opts.signal?.removeEventListener('abort', stopOnCaller);
     }
@@ -107,6 +116,36 @@ async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer
   }
   const ms = performance.now() - t0;
   return { checkpoint: id, sent, bytes, ms: Math.round(ms * 1000) / 1000, bytesPerSecond: ms > 0 ? Math.round((bytes / ms) * 1000) : 0 };
+}
+
+/**
+ * Asks the peer how much of an announced import has arrived, a few times per stall limit, and reports
+ * each increase. A peer that does not answer reports nothing: the stall watchdog then decides.
+ */
+function followPeer(client: AgentClient, id: string, stallMs: number, onProgress: (received: number) => void): { stop(): void } {
+  let seen = -1;
+  let asking = false;
+  const timer = setInterval(
+    () => {
+      if (asking) return;
+      asking = true;
+      client
+        .incoming(id)
+        .then((p) => {
+          if (p.receiving && p.bytes > seen) {
+            seen = p.bytes;
+            onProgress(p.bytes);
+          }
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          asking = false;
+        });
+    },
+    Math.max(100, Math.min(1000, stallMs / 3)),
+  );
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }
 
 /** The peer has it when it lists the same id with the same files; the same id with other files is a conflict. */

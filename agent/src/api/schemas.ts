@@ -322,6 +322,20 @@ export const routes = {
   },
   importArchive: {
     summary: 'Import a tar archive made by exportArchive; verified before it is listed',
+    headers: {
+      type: 'object',
+      properties: {
+        'x-ferry-checkpoint': { ...checkpointId, description: "the checkpoint's id, so that GET /v1/incoming/:id can follow it" },
+      },
+    },
     response: { 201: { $ref: 'Checkpoint#' }, ...errors },
+  },
+  incoming: {
+    summary: 'How many bytes of an announced import have arrived (the sender follows a slow link with it)',
+    params: idParams,
+    response: {
+      200: { type: 'object', properties: { id: { type: 'string' }, receiving: { type: 'boolean' }, bytes: { type: 'integer' } } },
+      ...errors,
+    },
   },
 } as const;

@@ -115,14 +115,16 @@ export async function buildAgentApi({ agent, token, logger = false, tls }: ApiOp
     if (!body || typeof body.pipe !== 'function') {
       throw new FerryError('bad_request', 'send the archive as the request body with content-type application/x-tar');
     }
+    const announced = req.headers['x-ferry-checkpoint'];
     return reply.status(201).send(
       await measured(
         metrics,
         'import',
-        () => agent.importCheckpoint(body),
+        () => agent.importCheckpoint(body, typeof announced === 'string' ? announced : undefined),
         (m) => metrics.received(m),
       ),
     );
   });
+  app.get<{ Params: { id: string } }>('/v1/incoming/:id', { schema: routes.incoming }, async (req) => agent.incoming(req.params.id));
   return app;
 }
