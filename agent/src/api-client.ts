@@ -25,6 +25,8 @@ export interface ApiClientOptions {
   timeouts?: ClientTimeouts;
   /** mTLS: the certificate to show and the CA to check the server against (tls/identity.ts). */
   tls?: TlsIdentity;
+  /** Sent as x-request-id with every call: the server logs them under it (a migration's id). */
+  requestId?: string;
 }
 
 export class ApiClient {
@@ -34,6 +36,7 @@ export class ApiClient {
   private readonly startHint: string;
   private readonly timeouts: ClientTimeouts;
   protected readonly tls: TlsIdentity | undefined;
+  private readonly requestId: string | undefined;
 
   constructor(url: string, token: string, opts: ApiClientOptions = {}) {
     this.url = url.replace(/\/+$/, '');
@@ -42,6 +45,7 @@ export class ApiClient {
     this.startHint = opts.startHint ?? 'start it with `ferry agent` or pass --agent URL';
     this.timeouts = opts.timeouts ?? {};
     this.tls = opts.tls;
+    this.requestId = opts.requestId;
   }
 
   protected async call(method: string, path: string, body?: unknown, init: RequestInit = {}, long = false): Promise<Response> {
@@ -57,6 +61,7 @@ export class ApiClient {
         ...(signals.length ? { signal: AbortSignal.any(signals) } : {}),
         headers: {
           authorization: `Bearer ${this.token}`,
+          ...(this.requestId ? { 'x-request-id': this.requestId } : {}),
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
           ...init.headers,
         },
@@ -101,7 +106,12 @@ export class ApiClient {
         {
           ...(this.tls ? clientTlsOptions(this.tls) : {}),
           method: 'POST',
-          headers: { ...headers, authorization: `Bearer ${this.token}`, 'content-type': contentType },
+          headers: {
+            ...headers,
+            ...(this.requestId ? { 'x-request-id': this.requestId } : {}),
+            authorization: `Bearer ${this.token}`,
+            'content-type': contentType,
+          },
           ...(signals.length ? { signal: AbortSignal.any(signals) } : {}),
         },
         (res) => {

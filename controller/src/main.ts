@@ -1,4 +1,5 @@
 /** Assembles the controller: embedded store, node registry, orchestrator and policy scheduler (each recovering what a previous run left), API. */
+import type { Logging } from '../../agent/src/api/base.js';
 import { checkPlainHttp, loadTlsIdentity } from '../../agent/src/tls/identity.js';
 import type { FastifyInstance } from 'fastify';
 import { buildControllerApi } from './api/server.js';
@@ -30,7 +31,7 @@ export interface RunningController {
   close(): Promise<void>;
 }
 
-export async function startController(cfg: ControllerConfig, logger = true): Promise<RunningController> {
+export async function startController(cfg: ControllerConfig, logger: Logging = true): Promise<RunningController> {
   const warning = checkPlainHttp(cfg.host, cfg.tls, cfg.allowPlainHttp, 'controller');
   const tls = cfg.tls ? await loadTlsIdentity(cfg.tls) : undefined;
   const db: Db = openDatabase(cfg.database);
@@ -45,6 +46,14 @@ export async function startController(cfg: ControllerConfig, logger = true): Pro
   const metrics = createControllerMetrics({ orchestrator, policyEvents, nodes });
   const app = await buildControllerApi({ orchestrator, nodes, policies, token: cfg.token, metrics, logger, ...(tls ? { tls } : {}) });
   const url = await app.listen({ host: cfg.host, port: cfg.port });
+  // One JSON line per migration step, round and outcome, and per policy event, each with its id, in the
+  // same log as the requests (with theirs): a migration can be followed by grepping for its id.
+  if (logger) {
+    orchestrator.onEvent((id, e) =>
+      app.log.info({ migration: id, step: e.step, event: e.type, ...(e.data ? { data: e.data } : {}) }, e.message),
+    );
+    policyEvents.subscribeAll((e) => app.log.info({ policy: e.policy, event: e.type }, e.message));
+  }
   nodes.startHealthChecks(cfg.healthCheckMs);
   // In Kubernetes mode only the replica holding the lease schedules; standalone, this one always does.
   // The Kubernetes client is loaded only then: importing it costs every start 0.4 s here, seconds in the lab VM.

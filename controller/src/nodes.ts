@@ -54,9 +54,10 @@ export class NodeRegistry {
     return node;
   }
 
-  client(name: string): AgentClient {
+  /** requestId: sent as x-request-id, so the agent logs the calls of one migration under its id. */
+  client(name: string, requestId?: string): AgentClient {
     const node = this.get(name);
-    return new AgentClient(node.url, node.token, this.clientOptions());
+    return new AgentClient(node.url, node.token, { ...this.clientOptions(), ...(requestId ? { requestId } : {}) });
   }
 
   /** How another agent sends checkpoints to this node: its URL and token, through SSH when registered so. */

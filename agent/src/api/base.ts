@@ -14,6 +14,8 @@ import { serverTlsOptions, type TlsIdentity } from '../tls/identity.js';
 
 const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
 
+export type Logging = boolean | { stream: NodeJS.WritableStream };
+
 export interface BaseApiOptions {
   /** e.g. 'agent': names the API in its document and the token in errors. */
   what: string;
@@ -21,7 +23,8 @@ export interface BaseApiOptions {
   /** Where the token comes from, for the error when it is missing. */
   tokenSource: string;
   schemas: readonly object[];
-  logger: boolean;
+  /** JSON lines (pino) to stdout, or to this stream; false: none. */
+  logger: Logging;
   ajvOptions: Record<string, unknown>;
   /** Served at GET /metrics, with every request timed into it. */
   metrics: Registry;
@@ -33,7 +36,9 @@ export async function createBaseApi(o: BaseApiOptions): Promise<FastifyInstance>
   if (!o.token) throw new FerryError('bad_request', `the ${o.what} needs a token`, { hint: `set ${o.tokenSource}` });
   // Fastify types an HTTPS server differently; the routes are the same.
   const app = Fastify({
-    logger: o.logger,
+    logger: typeof o.logger === 'object' ? { stream: o.logger.stream } : o.logger,
+    // A caller's x-request-id (e.g. a migration's id) names the request in this service's log too.
+    requestIdHeader: 'x-request-id',
     ajv: { customOptions: o.ajvOptions },
     ...(o.tls ? { https: serverTlsOptions(o.tls) } : {}),
   }) as unknown as FastifyInstance;

@@ -5,14 +5,14 @@ import { FerryError } from '../errors.js';
 import type { Agent, CheckpointParams, HoldParams, RestoreParams } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
 import { AgentMetrics, measured } from './agent-metrics.js';
-import { createBaseApi } from './base.js';
+import { createBaseApi, type Logging } from './base.js';
 import type { TlsIdentity } from '../tls/identity.js';
 import { routes, sharedSchemas } from './schemas.js';
 
 export interface ApiOptions {
   agent: Agent;
   token: string;
-  logger?: boolean;
+  logger?: Logging;
   /** Serve over mTLS with this identity. */
   tls?: TlsIdentity;
 }

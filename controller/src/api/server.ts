@@ -3,7 +3,7 @@ import type { TlsIdentity } from '../../../agent/src/tls/identity.js';
 import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
-import { createBaseApi } from '../../../agent/src/api/base.js';
+import { createBaseApi, type Logging } from '../../../agent/src/api/base.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { Orchestrator } from '../migration/orchestrator.js';
 import { isFinished, type MigrationEvent, type MigrationRequest } from '../migration/types.js';
@@ -20,7 +20,7 @@ export interface ControllerApiOptions {
   token: string;
   /** Served at GET /metrics (controller/src/metrics.ts). */
   metrics: Registry;
-  logger?: boolean;
+  logger?: Logging;
   /** Serve over mTLS with this identity. */
   tls?: TlsIdentity;
 }

@@ -33,6 +33,7 @@ export class Orchestrator {
   private readonly cancelRequested = new Set<string>();
   private readonly active = new Map<string, Promise<void>>();
   private readonly finishedListeners: ((m: MigrationRecord) => void)[] = [];
+  private readonly eventListeners: ((id: string, e: MigrationEvent) => void)[] = [];
 
   constructor(
     private readonly repo: MigrationRepo,
@@ -114,6 +115,11 @@ export class Orchestrator {
     this.finishedListeners.push(fn);
   }
 
+  /** Called with every event of every migration (structured logs). */
+  onEvent(fn: (id: string, e: MigrationEvent) => void): void {
+    this.eventListeners.push(fn);
+  }
+
   /** Number of migrations in flight in this controller. */
   running(): number {
     return this.active.size;
@@ -171,6 +177,7 @@ export class Orchestrator {
   private emit(m: MigrationRecord, e: Omit<MigrationEvent, 'seq' | 'at'>): void {
     const event = this.repo.appendEvent(m.id, e);
     this.bus.emit(m.id, event);
+    for (const fn of this.eventListeners) fn(m.id, event);
   }
 
   /** Journals the step before it acts, so a restarted controller knows what may have happened. */
@@ -187,8 +194,8 @@ export class Orchestrator {
 
   private async run(m: MigrationRecord): Promise<void> {
     const started = performance.now();
-    const source = this.nodes.client(m.source.node);
-    const target = this.nodes.client(m.target.node);
+    const source = this.nodes.client(m.source.node, m.id);
+    const target = this.nodes.client(m.target.node, m.id);
     const runtime = m.source.runtime;
     try {
       await this.step(m, 'preflight', async () => {
@@ -387,8 +394,8 @@ export class Orchestrator {
       ...(ferr.hint ? { hint: ferr.hint } : {}),
       ...(ferr.criuLog?.length ? { criuLog: ferr.criuLog } : {}),
     };
-    const source = this.nodes.client(m.source.node);
-    const target = this.nodes.client(m.target.node);
+    const source = this.nodes.client(m.source.node, m.id);
+    const target = this.nodes.client(m.target.node, m.id);
 
     if (isLazy(m)) await this.settlePageServer(m, source, target, failedStep);
     if (TARGET_MAY_RUN.includes(failedStep)) {
