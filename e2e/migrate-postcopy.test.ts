@@ -2,7 +2,7 @@
  * Post-copy live migration between two nodes (network namespaces, real TCP, real agents, CRIU's lazy pages
  * over userfaultfd, runc): the container is frozen only while everything but its memory moves; it runs on
  * the target while its memory follows from the source's page server. A failure before the target runs
- * stops the page server and the source runs on.
+ * stops the page server and the source runs on. The cluster speaks mTLS, and so does the page server.
  *
  * Lazy transfers need a kernel on which CRIU's page server works: the agent's probe tries one
  * (agent/src/criu/lazy-probe.ts). Where it fails (this workplace's 6.18 kernel) post-copy is refused up
@@ -38,7 +38,9 @@ const needs = ' (needs working lazy pages; run it in e2e/lab)';
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-postcopy-'));
-  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['runc'], subnet: `10.78.${process.pid % 250}.0/24` });
+  // mTLS everywhere, CRIU's page server included: the target's lazy-pages daemon speaks TLS, so a source
+  // page server without it would fail the handshake and no page would move.
+  cluster = await startTestCluster(tag, ['a', 'b'], { runtimes: ['runc'], subnet: `10.78.${process.pid % 250}.0/24`, tls: true });
 });
 
 test.after.always(async () => {

@@ -20,6 +20,7 @@ async function makeDriver(name: RuntimeName, cfg: AgentConfig): Promise<RuntimeD
         bundlesDir: path.join(cfg.stateDir, 'bundles'),
         criu: cfg.criu,
         ...(cfg.runcRoot ? { root: cfg.runcRoot } : {}),
+        ...(cfg.tls ? { tls: cfg.tls } : {}),
       });
     }
     case 'podman': {

@@ -11,11 +11,12 @@
  * (userfaultfd) through a socket in the restore's work dir; `runc restore --lazy-pages` finds it there.
  * The daemon exits once every page has arrived.
  */
+import type { TlsFiles } from '../tls/identity.js';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { watch as watchDir } from 'node:fs';
 import { closeSync, constants, openSync } from 'node:fs';
-import { access, rm } from 'node:fs/promises';
+import { access, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
@@ -53,7 +54,23 @@ export interface LazyDumpOptions {
   port: number;
   /** Hybrid: the last pre-copy round, relative to imageDir; only pages dirtied since then are served. */
   parentPath?: string;
+  /** The agent's mTLS identity: the page server then speaks TLS and wants the puller's certificate. */
+  tls?: TlsFiles;
 }
+
+/**
+ * runc passes CRIU no TLS settings, but `criu swrk` reads the config file named by $CRIU_CONFIG_FILE
+ * before it takes runc's request, and keeps what it read: TLS for the page server goes in there.
+ */
+async function criuTlsConfig(dir: string, tls: TlsFiles): Promise<string> {
+  const file = path.join(dir, 'criu-tls.conf');
+  await writeFile(file, ['tls', `tls-cacert ${tls.ca}`, `tls-cert ${tls.cert}`, `tls-key ${tls.key}`, ''].join('\n'), { mode: 0o600 });
+  return file;
+}
+
+/** The same for `criu lazy-pages`, which takes flags. */
+const criuTlsArgs = (tls: TlsFiles | undefined) =>
+  tls ? ['--tls', '--tls-cacert', tls.ca, '--tls-cert', tls.cert, '--tls-key', tls.key] : [];
 
 /**
  * A process in its own group that says "ready" by writing to fd 3 (runc's and CRIU's --status-fd).
@@ -64,13 +81,14 @@ export async function spawnWithStatusFd(
   file: string,
   args: string[],
   dir: string,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ ready: boolean; exit: Promise<number | NodeJS.Signals>; stderr: () => string; group: number | undefined }> {
   const fifo = path.join(dir, `status-${process.pid}-${Date.now()}.fifo`);
   await execa('mkfifo', ['-m', '0600', fifo]);
   const readEnd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
   const writeEnd = openSync(fifo, constants.O_WRONLY);
   const status = new net.Socket({ fd: readEnd, readable: true, writable: false });
-  const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe', writeEnd], detached: true });
+  const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe', writeEnd], detached: true, env });
   closeSync(writeEnd);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
@@ -107,7 +125,8 @@ export async function startLazyDump(o: LazyDumpOptions): Promise<PageServer> {
     o.id,
   ];
   // Its own process group, so that stop() reaches CRIU (runc's child) too.
-  const { ready, exit, stderr, group } = await spawnWithStatusFd(o.runc, args, o.workDir);
+  const env = o.tls ? { ...process.env, CRIU_CONFIG_FILE: await criuTlsConfig(o.workDir, o.tls) } : process.env;
+  const { ready, exit, stderr, group } = await spawnWithStatusFd(o.runc, args, o.workDir, env);
   const log = path.join(o.workDir, 'dump.log');
   const failure = async (what: string) =>
     new FerryError('criu_failed', `runc lazy checkpoint of ${o.id} ${what}: ${lastLine(stderr())}`, {
@@ -165,6 +184,8 @@ export interface LazyPagesDaemonOptions {
   workDir: string;
   host: string;
   port: number;
+  /** The agent's mTLS identity, shown to the source's page server (which checks it against the CA). */
+  tls?: TlsFiles;
 }
 
 /** The target's side: starts `criu lazy-pages` and resolves once its socket is there; `done` settles with it. */
@@ -185,6 +206,7 @@ export async function startLazyPagesDaemon(o: LazyPagesDaemonOptions): Promise<{
       '--log-file',
       'lazy-pages.log',
       '-v4',
+      ...criuTlsArgs(o.tls),
     ],
     { stdio: 'ignore', reject: false },
   );

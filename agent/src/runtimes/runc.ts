@@ -3,6 +3,7 @@
  * under its root. A Ferry checkpoint therefore carries the bundle's spec and a tar of the whole rootfs, so
  * that it restores into a fresh bundle on any node, under any name.
  */
+import type { TlsFiles } from '../tls/identity.js';
 import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -32,6 +33,8 @@ export interface RuncDriverOptions {
   /** Where restored containers get their bundles. */
   bundlesDir: string;
   criu?: string;
+  /** The agent's mTLS identity: CRIU's page server and lazy-pages daemon speak TLS with it. */
+  tls?: TlsFiles;
 }
 
 interface RuncListEntry {
@@ -290,6 +293,7 @@ export class RuncDriver implements RuntimeDriver {
         workDir,
         port: c.port,
         ...(req.parentPath ? { parentPath: req.parentPath } : {}),
+        ...(this.opts.tls ? { tls: this.opts.tls } : {}),
       });
     } catch (err) {
       await rm(workDir, { recursive: true, force: true });
@@ -339,6 +343,7 @@ export class RuncDriver implements RuntimeDriver {
             imageDir: path.join(req.dir, 'checkpoint'),
             workDir,
             ...req.pageServer,
+            ...(this.opts.tls ? { tls: this.opts.tls } : {}),
           })
         : undefined;
       await this.runc(
