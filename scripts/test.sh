@@ -39,7 +39,7 @@ run_ava() {
   if [ "${1:-}" = lab ]; then
     shift
     # Software emulation runs 10-20x slower than the host: the test support scales its limits by this.
-    FERRY_TEST_TIME_FACTOR=10 e2e/lab/lab.sh --timeout 840 -- npx ava --timeout=13m "$@" 2>&1 | tee "$out"
+    FERRY_TEST_TIME_FACTOR=10 e2e/lab/lab.sh --timeout 1200 -- npx ava --timeout=18m "$@" 2>&1 | tee "$out"
   else
     npx ava --timeout=3m "$@" 2>&1 | tee "$out"
   fi
