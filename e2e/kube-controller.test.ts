@@ -82,3 +82,51 @@ test.serial('two replicas: the Lease holder reconciles; killed, the other takes 
   t.is(await holder(), 'two');
   t.regex(replicas.get('two')?.output() ?? '', /two leads/);
 });
+
+/** The replica that leads now (after the test above: two). */
+const leader = async () => replicas.get((await holder()) ?? '') as NodeProcess;
+
+test.serial(
+  'a watch cut off while the controller was stopped and its history compacted (410 Gone): it lists again and reconciles what changed',
+  async (t) => {
+    const lead = await leader();
+    const goneBefore = api.goneAnswers;
+    await custom().createNamespacedCustomObject({ ...at, body: checkpointPolicy('refunds') });
+    await waitFor(observed('refunds'), (s) => s?.observedGeneration === 1, { what: 'refunds reconciled' });
+    // Frozen, the controller misses the end of its watch, then the change (sent to no watch: none is
+    // open) and the compaction; thawed, it watches again from its old resourceVersion: 410 Gone.
+    lead.child.kill('SIGSTOP');
+    try {
+      api.dropWatches();
+      await custom().patchNamespacedCustomObject(
+        { ...at, name: 'refunds', body: { spec: { schedule: { every: '3h' } } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      api.store.compact();
+    } finally {
+      lead.child.kill('SIGCONT');
+    }
+    const status = await waitFor(observed('refunds'), (s) => s?.observedGeneration === 2, {
+      what: 'the change made while it was stopped to be reconciled after the relist',
+      timeoutMs: scaled(20_000),
+    });
+    t.is(status?.interval?.ms, 3 * 3_600_000);
+    t.true(api.goneAnswers > goneBefore, 'its watch was told 410 Gone, and it listed again');
+  },
+);
+
+test.serial(
+  'watch requests failing (API server errors): the controller keeps trying, with backoff, and reconciles what changed',
+  async (t) => {
+    await leader();
+    api.failWatches(2);
+    api.dropWatches();
+    await custom().createNamespacedCustomObject({ ...at, body: checkpointPolicy('returns') });
+    const status = await waitFor(observed('returns'), (s) => s?.observedGeneration === 1, {
+      what: 'a policy created while the watch failed to be reconciled once it works again',
+      timeoutMs: scaled(20_000),
+    });
+    t.is(status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    t.regex((await leader()).output(), /reconcile informer: /, 'the failures were seen and logged');
+  },
+);

@@ -63,8 +63,12 @@ export interface PolicySyncOptions {
   policies: PolicyScheduler;
   events: PolicyEvents;
   queueBaseDelayMs?: number;
+  /** First wait before the watch is started again after an error; it doubles up to 30 s. */
+  watchRetryMs?: number;
   onError?: (key: string, err: unknown) => void;
 }
+
+const WATCH_RETRY_MAX_MS = 30_000;
 
 export class PolicySync {
   private readonly api: CustomObjectsApi;
@@ -73,6 +77,10 @@ export class PolicySync {
   private readonly recorder: EventRecorder;
   /** Scheduler events of each policy, so that its status follows its runs. */
   private readonly followed = new Map<string, () => void>();
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs: number;
+  private lastErrorAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: PolicySyncOptions) {
     this.api = opts.kubeConfig.makeApiClient(CustomObjectsApi);
@@ -91,14 +99,38 @@ export class PolicySync {
     this.informer.on('add', enqueue);
     this.informer.on('update', enqueue);
     this.informer.on('delete', enqueue);
-    this.informer.on('error', (err: unknown) => opts.onError?.('informer', err));
+    // client-node lists again by itself after 410 Gone, but any other error (the API server restarting,
+    // a 500, a refused connection) stops the informer for good: it is started again, with backoff.
+    this.retryMs = opts.watchRetryMs ?? 1_000;
+    this.informer.on('error', (err: unknown) => {
+      opts.onError?.('informer', err);
+      this.restartLater();
+    });
+  }
+
+  private restartLater(): void {
+    if (this.stopped || this.retryTimer) return;
+    // A quiet minute since the last error: the next one starts from the first wait again.
+    if (performance.now() - this.lastErrorAt > 2 * WATCH_RETRY_MAX_MS) this.retryMs = this.opts.watchRetryMs ?? 1_000;
+    this.lastErrorAt = performance.now();
+    const wait = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, WATCH_RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.stopped) return;
+      this.informer.start().catch(() => this.restartLater());
+    }, wait);
   }
 
   async start(): Promise<void> {
+    this.stopped = false;
     await this.informer.start();
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     await this.informer.stop();
     await this.queue.stop();
     for (const off of this.followed.values()) off();

@@ -49,6 +49,10 @@ export interface KubeApiStandIn {
   bookmark(): void;
   /** Ends every open watch, as a restarted API server or a dropped connection would. */
   dropWatches(): void;
+  /** The next `count` watch requests are answered 500, as an overloaded or restarting API server might. */
+  failWatches(count: number): void;
+  /** How many watches were told 410 Gone (their revision compacted away). */
+  readonly goneAnswers: number;
   /** A kubeconfig for @kubernetes/client-node pointing here, with the token. */
   kubeConfig(namespace?: string): KubeConfig;
   close(): Promise<void>;
@@ -73,6 +77,8 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
   const types = new Map<string, ResourceType>(BUILT_IN.map((t) => [`${t.group}/${t.version}/${t.plural}`, t]));
   const schemas = new Map<ResourceType, SchemaNode>();
   const watches = new Set<Watch>();
+  let watchFailures = 0;
+  let goneAnswers = 0;
 
   const app = Fastify({ logger: false });
   // Patches come with their own media types, all JSON; a DELETE may say application/json and send nothing.
@@ -152,7 +158,13 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     const apiVersion = t.group ? `${t.group}/${t.version}` : t.version;
 
     if (!name) {
-      if (req.method === 'GET' && (query.watch === 'true' || query.watch === '1')) return watch(req, reply, t, ns, query);
+      if (req.method === 'GET' && (query.watch === 'true' || query.watch === '1')) {
+        if (watchFailures > 0) {
+          watchFailures--;
+          throw new ApiError(500, 'InternalError', 'the stand-in was told to fail this watch');
+        }
+        return watch(req, reply, t, ns, query);
+      }
       if (req.method === 'GET') {
         return {
           apiVersion,
@@ -236,6 +248,7 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       // The API server answers an expired revision inside the stream, then closes it.
+      if (err.code === 410) goneAnswers++;
       w.send('ERROR', status(err));
       w.end();
       return reply;
@@ -270,6 +283,12 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     },
     dropWatches() {
       for (const w of [...watches]) w.end();
+    },
+    failWatches(count) {
+      watchFailures = count;
+    },
+    get goneAnswers() {
+      return goneAnswers;
     },
     kubeConfig(namespace = 'default') {
       const kc = new KubeConfig();
