@@ -7,6 +7,8 @@
  * there. This is what the controller will do with a pinned replacement pod (issue 6); kubelet itself
  * cannot run here, so the test speaks its protocol to containerd.
  */
+import type { ContainerInfo } from '../agent/src/runtimes/types.js';
+import { selects } from '../controller/src/policy/compile.js';
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -127,6 +129,16 @@ test.serial(
       (c) => c >= 20,
       { what: 'the pod on a to count' },
     );
+
+    // What a CheckpointPolicy object in the pod's namespace selects, from the agent's real listing: the
+    // application container, by pod name; not the sandbox; nothing from another namespace.
+    const listed = await cluster.node('a').agent.containers('runc');
+    const app = listed.find((x) => x.id === containerA);
+    t.truthy(app);
+    t.true(selects({ namespace: podA.metadata.namespace, names: ['counter'] }, 'a', app as ContainerInfo), 'selected by its pod name');
+    t.false(selects({ namespace: 'elsewhere', names: ['counter'] }, 'a', app as ContainerInfo), 'not from another namespace');
+    const sandbox = listed.find((x) => x.id === sandboxA);
+    t.false(Boolean(sandbox && selects({ namespace: podA.metadata.namespace, names: ['counter'] }, 'a', sandbox)), 'the sandbox never');
 
     const before = await count('a', containerA);
     const ck = await cluster.node('a').agent.checkpoint({ runtime: 'runc', container: containerA });

@@ -32,7 +32,7 @@ test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-fault-matrix-'));
   cluster = await startTestCluster(`x${process.pid % 100000}`, ['a', 'b'], {
     runtimes: ['runc'],
-    subnet: `10.88.${process.pid % 250}.0/24`,
+    subnet: `10.93.${process.pid % 250}.0/24`,
   });
 });
 

@@ -30,7 +30,7 @@ test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-mtls-'));
   cluster = await startTestCluster(`t${process.pid % 100000}`, ['a', 'b'], {
     runtimes: ['runc'],
-    subnet: `10.87.${process.pid % 250}.0/24`,
+    subnet: `10.92.${process.pid % 250}.0/24`,
     tls: true,
   });
 });

@@ -32,7 +32,7 @@ const ids = Array.from({ length: CONTAINERS }, (_, i) => `soak-${i}-${process.pi
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-soak-'));
-  cluster = await startTestCluster(`s${process.pid % 100000}`, ['a'], { runtimes: ['runc'], subnet: `10.89.${process.pid % 250}.0/24` });
+  cluster = await startTestCluster(`s${process.pid % 100000}`, ['a'], { runtimes: ['runc'], subnet: `10.94.${process.pid % 250}.0/24` });
 });
 
 test.after.always(async () => {

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { isFerryError } from '../../agent/src/errors.js';
 import { readPolicyFile } from '../../cli/src/policy-commands.js';
 import type { ContainerInfo } from '../../agent/src/runtimes/types.js';
-import { compilePolicy, selects } from '../src/policy/compile.js';
+import { CRI, compilePolicy, selects } from '../src/policy/compile.js';
 import { checkpointsToDelete, type RetainedCheckpoint } from '../src/policy/retention.js';
 import { policyDocumentSchema } from '../src/policy/schema.js';
 import type { PolicySpec } from '../src/policy/types.js';
@@ -85,6 +85,21 @@ test('selects: names with *, labels all matching, node and runtime filters, runn
   t.false(selects({ names: ['db-*'], nodes: ['b'] }, 'a', container({})));
   t.false(selects({ names: ['db-*'], runtime: 'runc' }, 'a', container({})));
   t.false(selects({ names: ['db-*'] }, 'a', container({ state: 'stopped' })));
+});
+
+test('selects, namespaced (Kubernetes mode): only application containers of pods in its namespace, by pod or container name', (t) => {
+  const cri = (ns: string, pod: string, name: string, type = 'container') =>
+    container({
+      name: 'b3f1c0ffee',
+      labels: { [CRI.namespace]: ns, [CRI.pod]: pod, [CRI.container]: name, [CRI.type]: type, tier: 'data' },
+    });
+  t.true(selects({ namespace: 'shop', names: ['orders-*'] }, 'a', cri('shop', 'orders-7f9c', 'db')));
+  t.true(selects({ namespace: 'shop', names: ['db'] }, 'a', cri('shop', 'orders-7f9c', 'db')), "by the pod's container name");
+  t.false(selects({ namespace: 'shop', names: ['orders-*'] }, 'a', cri('billing', 'orders-7f9c', 'db')), 'another namespace');
+  t.false(selects({ namespace: 'shop', names: ['orders-*'] }, 'a', cri('shop', 'orders-7f9c', '', 'sandbox')), "the pod's sandbox");
+  t.false(selects({ namespace: 'shop', names: ['b3f1*'] }, 'a', cri('shop', 'orders-7f9c', 'db')), "not by containerd's id");
+  t.false(selects({ namespace: 'shop', labels: { tier: 'data' } }, 'a', container({ labels: { tier: 'data' } })), 'not a pod at all');
+  t.true(selects({ names: ['b3f1*'] }, 'a', cri('billing', 'x', 'y')), 'standalone selectors see every container by its own name');
 });
 
 const at = (minutesAgo: number) => new Date(Date.UTC(2026, 10, 26, 12, 0) - minutesAgo * 60_000).toISOString();

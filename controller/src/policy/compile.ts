@@ -108,12 +108,34 @@ function globToRegExp(glob: string): RegExp {
   return re;
 }
 
-/** Whether a running container on `node` is one the selector protects. */
+/** What containerd's CRI plugin writes on every container of a pod (OCI annotations, seen as labels). */
+export const CRI = {
+  namespace: 'io.kubernetes.cri.sandbox-namespace',
+  pod: 'io.kubernetes.cri.sandbox-name',
+  container: 'io.kubernetes.cri.container-name',
+  type: 'io.kubernetes.cri.container-type',
+} as const;
+
+/**
+ * Whether a running container on `node` is one the selector protects. A namespaced selector (a
+ * CheckpointPolicy object in Kubernetes mode) sees only the application containers of pods in its own
+ * namespace, never their sandboxes, and its names match pod names or the pods' container names: a
+ * policy in one namespace cannot reach containers of another.
+ */
 export function selects(selector: PolicySelector, node: string, c: ContainerInfo): boolean {
   if (c.state !== 'running') return false;
   if (selector.nodes && !selector.nodes.includes(node)) return false;
   if (selector.runtime && selector.runtime !== c.runtime) return false;
-  if (selector.names && !selector.names.some((n) => globToRegExp(n).test(c.name))) return false;
+  const names = selector.namespace ? podNamesOf(selector.namespace, c) : [c.name];
+  if (!names) return false;
+  if (selector.names && !selector.names.some((n) => names.some((name) => globToRegExp(n).test(name)))) return false;
   if (selector.labels && !Object.entries(selector.labels).every(([k, v]) => c.labels?.[k] === v)) return false;
   return true;
+}
+
+/** The names a namespaced selector matches a container by, or undefined when it is not an application container of that namespace. */
+function podNamesOf(namespace: string, c: ContainerInfo): string[] | undefined {
+  const l = c.labels ?? {};
+  if (l[CRI.namespace] !== namespace || l[CRI.type] !== 'container') return undefined;
+  return [l[CRI.pod], l[CRI.container]].filter((n): n is string => Boolean(n));
 }
