@@ -41,7 +41,7 @@ interface Workload {
         hostPID?: boolean;
         containers: Container[];
         initContainers?: { name: string; args: string[] }[];
-        volumes?: { name: string }[];
+        volumes?: { name: string; secret?: { secretName: string } }[];
         securityContext: { runAsNonRoot?: boolean };
       };
     };
@@ -170,6 +170,18 @@ test('mTLS by default: a CA generated once, each pod issues its certificate for 
   t.false((agent.volumes ?? []).some((v) => v.name === 'tls'));
   t.false(byKind<Secret>(plain, 'Secret').some((x) => x.metadata.name.endsWith('-ca')));
   for (const m of plain.manifests) await t.notThrowsAsync(validateKind(m.object), m.source);
+});
+
+test('checkpoints at rest: compression always passed, the image key mounted from its secret when named', async (t) => {
+  const plain = one<Workload>(await renderChart(), 'DaemonSet').spec.template.spec;
+  t.true(plain.containers[0]?.args.includes('--compress=none'));
+  t.false(plain.containers[0]?.args.some((a) => a.startsWith('--image-key')));
+  const r = await renderChart({ agent: { compress: 'zstd', imageKeySecret: 'ferry-image-key' } });
+  for (const m of r.manifests) await t.notThrowsAsync(validateKind(m.object), m.source);
+  const ds = one<Workload>(r, 'DaemonSet').spec.template.spec;
+  t.true(ds.containers[0]?.args.includes('--compress=zstd'));
+  t.true(ds.containers[0]?.args.includes('--image-key=/etc/ferry/image-key/image.key'));
+  t.is(ds.volumes?.find((v) => v.name === 'image-key')?.secret?.secretName, 'ferry-image-key');
 });
 
 test('values.schema.json accepts the defaults and refuses nonsense, naming the value', async (t) => {
