@@ -256,15 +256,19 @@ test.serial('a lost node: its container is restored from the latest copy on b, a
 const PING = [
   '/bin/sh',
   '-c',
-  'n=0; while true; do m=$(cat /shared/b 2>/dev/null); if [ "$m" = "$n" ]; then n=$((n+1)); echo $n > /tmp/count; echo $n > /shared/a; fi; sleep 0.01; done',
+  'n=0; while true; do m=$(cat /shared/b 2>/dev/null); if [ "$m" = "$n" ]; then n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $n > /shared/a; fi; sleep 0.01; done',
 ];
 const PONG = [
   '/bin/sh',
   '-c',
-  'n=0; echo 0 > /shared/b; while true; do m=$(cat /shared/a 2>/dev/null); if [ "$m" = "$((n+1))" ]; then n=$((n+1)); echo $n > /tmp/count; echo $n > /shared/b; fi; sleep 0.01; done',
+  'n=0; echo 0 > /shared/b; while true; do m=$(cat /shared/a 2>/dev/null); if [ "$m" = "$((n+1))" ]; then n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $n > /shared/b; fi; sleep 0.01; done',
 ];
 
-/** Both counts at one instant: the pair is held frozen while the files are read from the host. */
+/**
+ * Both counts at one instant: the pair is held frozen while the files are read from the host. Each
+ * count is written to a new file and renamed over the old one: a freeze between a truncation and a
+ * write would otherwise leave an empty file to read (seen once as a "live pair" of 0 and 27).
+ */
 async function pairCounts(ping: string, pong: string): Promise<{ ping: number; pong: number }> {
   const agent = cluster.node('a').agent;
   const hold = await agent.hold({
