@@ -112,14 +112,20 @@ class Leadership {
   }
 }
 
-test('one replica leads; cut off, it stops before the other takes over', async (t) => {
-  const l = new Leadership('partition');
+/** a leads, reaching the API through a relay the test can cut or stall; b waits, straight to the API. */
+async function leaderBehindRelay(lease: string) {
+  const l = new Leadership(lease);
   const relay = await cuttableRelay(new URL(api.url));
   const a = l.elector('a', clientVia(relay.url));
   a.start();
   await l.led('a');
   const b = l.elector('b', clientVia(api.url));
   b.start();
+  return { l, relay, a, b };
+}
+
+test('one replica leads; cut off, it stops before the other takes over', async (t) => {
+  const { l, relay, a, b } = await leaderBehindRelay('partition');
   t.true(a.isLeader);
   t.false(b.isLeader);
 
@@ -153,13 +159,7 @@ test('a leader that stops gives the lease up: the next takes it without waiting 
 });
 
 test('a leader whose calls hang behind a partition still stops at its renew deadline', async (t) => {
-  const l = new Leadership('stall');
-  const relay = await cuttableRelay(new URL(api.url));
-  const a = l.elector('a', clientVia(relay.url));
-  a.start();
-  await l.led('a');
-  const b = l.elector('b', clientVia(api.url));
-  b.start();
+  const { l, relay, a, b } = await leaderBehindRelay('stall');
   relay.stall();
   await l.led('b');
   t.false(a.isLeader, "a's renewal never came back, and it stopped acting all the same");

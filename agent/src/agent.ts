@@ -347,7 +347,9 @@ export class Agent {
     if (p.name) assertContainerRef(p.name, 'name');
     return this.exclusive(`restore/${checkpointId}`, `a restore of ${checkpointId}`, async () => {
       const t0 = performance.now();
-      const manifest = await this.store.get(checkpointId);
+      // The chain's manifests, read once: for the checks, the plain view and the verification.
+      const chain = await this.store.chain(checkpointId);
+      const manifest = chain[0] as Manifest;
       if (manifest.kind !== 'full') {
         throw new FerryError('bad_request', `checkpoint ${checkpointId} is a memory pre-dump and cannot be restored alone`, {
           hint: 'restore a full checkpoint whose parent chain includes it',
@@ -363,15 +365,6 @@ export class Agent {
           },
         );
       }
-      // Encoded checkpoints are decoded aside (and checked) first; plain ones are used where they are.
-      const view = await this.store.plainView(await this.store.chain(checkpointId));
-      // The driver may unpack while the images are verified; it restores only once they pass.
-      let verifyMs = 0;
-      const verified = this.store.verify(checkpointId).then((chain) => {
-        verifyMs = since(t0);
-        return chain;
-      });
-      verified.catch(() => undefined);
       if (Boolean(manifest.lazyPages) !== Boolean(p.pageServer)) {
         throw new FerryError(
           'bad_request',
@@ -381,6 +374,16 @@ export class Agent {
           { details: { field: 'pageServer' } },
         );
       }
+      // Encoded checkpoints are decoded aside (and checked) first; plain ones are used where they are.
+      // Built after every refusal above, so that a refused restore leaves no decoded copy behind.
+      const view = await this.store.plainView(chain);
+      // The driver may unpack while the images are verified; it restores only once they pass.
+      let verifyMs = 0;
+      const verified = this.store.verify(checkpointId, chain).then((verifiedChain) => {
+        verifyMs = since(t0);
+        return verifiedChain;
+      });
+      verified.catch(() => undefined);
       const outcome = await this.driver(runtime)
         .restore({
           dir: view.dirOf(checkpointId),

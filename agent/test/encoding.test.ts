@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { isFerryError } from '../src/errors.js';
 import { type AtRest, type Compression, loadImageKey } from '../src/store/encoding.js';
-import { ImageStore, type ManifestDraft } from '../src/store/store.js';
+import { ImageStore } from '../src/store/store.js';
+import { manifestDraft } from './fixtures/manifest-draft.js';
 
 const SECRET = Buffer.from('the password is hunter2; '.repeat(400));
 
@@ -21,19 +22,6 @@ async function storeWith(atRest?: AtRest, root?: string): Promise<ImageStore> {
   return store;
 }
 
-const draft = (id: string, parent?: string): ManifestDraft => ({
-  id,
-  kind: 'full',
-  createdAt: new Date().toISOString(),
-  node: 'test',
-  container: { id: 'c1', name: 'c1', runtime: 'runc' },
-  criuVersion: '4.1.1',
-  leaveRunning: false,
-  ...(parent ? { parent } : {}),
-  timings: { checkpointMs: 1 },
-  runtimeMeta: {},
-});
-
 /** A checkpoint shaped as CRIU writes one: content images, the bookkeeping a child reads, a parent link. */
 async function writeCheckpoint(store: ImageStore, id: string, opts: { parent?: string; encode?: boolean } = {}) {
   const pending = await store.begin(id, opts.encode === false ? { encode: false } : {});
@@ -43,7 +31,7 @@ async function writeCheckpoint(store: ImageStore, id: string, opts: { parent?: s
   await writeFile(path.join(pending.dir, 'checkpoint', 'inventory.img'), 'inventory');
   await writeFile(path.join(pending.dir, 'rootfs.tar'), Buffer.alloc(0));
   if (opts.parent) await symlink(store.parentPathFor(opts.parent), path.join(pending.dir, 'checkpoint', 'parent'));
-  return pending.seal(draft(id, opts.parent));
+  return pending.seal(manifestDraft(id, opts.parent));
 }
 
 async function allBytes(dir: string): Promise<Buffer> {

@@ -6,7 +6,8 @@ import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import type { FerryError } from '../src/errors.js';
 import { isFerryError } from '../src/errors.js';
-import { ImageStore, type ManifestDraft } from '../src/store/store.js';
+import { ImageStore } from '../src/store/store.js';
+import { manifestDraft } from './fixtures/manifest-draft.js';
 
 async function newStore(): Promise<ImageStore> {
   const store = new ImageStore(await mkdtemp(path.join(os.tmpdir(), 'ferry-store-')));
@@ -14,26 +15,13 @@ async function newStore(): Promise<ImageStore> {
   return store;
 }
 
-const draft = (id: string, parent?: string): ManifestDraft => ({
-  id,
-  kind: parent ? 'full' : 'full',
-  createdAt: new Date().toISOString(),
-  node: 'test',
-  container: { id: 'c1', name: 'c1', runtime: 'runc' },
-  criuVersion: '4.1.1',
-  leaveRunning: false,
-  ...(parent ? { parent } : {}),
-  timings: { checkpointMs: 1 },
-  runtimeMeta: {},
-});
-
 async function writeCheckpoint(store: ImageStore, id: string, parent?: string) {
   const pending = await store.begin(id);
   await mkdir(path.join(pending.dir, 'checkpoint'));
   await writeFile(path.join(pending.dir, 'checkpoint', 'pages-1.img'), Buffer.alloc(8192, 7));
   await writeFile(path.join(pending.dir, 'spec.dump'), '{"ociVersion":"1.0.2"}');
   if (parent) await symlink(store.parentPathFor(parent), path.join(pending.dir, 'checkpoint', 'parent'));
-  return { pending, manifest: await pending.seal(draft(id, parent)) };
+  return { pending, manifest: await pending.seal(manifestDraft(id, parent)) };
 }
 
 test('the store is private to its owner: checkpoints hold whole process memories', async (t) => {
@@ -47,7 +35,7 @@ test('a checkpoint is listed only once sealed', async (t) => {
   await writeFile(path.join(pending.dir, 'spec.dump'), '{}');
   t.deepEqual(await store.list(), []);
   t.false(await store.exists('ck-a'));
-  await pending.seal(draft('ck-a'));
+  await pending.seal(manifestDraft('ck-a'));
   t.deepEqual(
     (await store.list()).map((m) => m.id),
     ['ck-a'],

@@ -20,6 +20,7 @@ import { startTestAgent, type TestAgent } from '../support/agent.js';
 import { runcCount, runcRemove, startRuncCounter } from '../support/runc.js';
 import { workloadArgv, workloadRootfs } from '../support/workload-bin.js';
 import { waitFor } from '../support/workload.js';
+import { elapsedMs, median } from './support/stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,21 +54,15 @@ interface Sample {
   storedBytes: number;
 }
 
-const elapsed = (t0: number) => performance.now() - t0;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-};
 const plainBytesOf = (m: Manifest) => m.files.reduce((n, f) => n + (f.plain?.size ?? f.size), 0);
 
 async function sample(agent: TestAgent, container: string, copy: string): Promise<Sample> {
   const t0 = performance.now();
   const m = await agent.client.checkpoint({ runtime: 'runc', container, leaveRunning: true });
-  const checkpointMs = elapsed(t0);
+  const checkpointMs = elapsedMs(t0);
   const t1 = performance.now();
   await agent.client.restore(m.id, { name: copy });
-  const restoreMs = elapsed(t1);
+  const restoreMs = elapsedMs(t1);
   await runcRemove(copy);
   await agent.client.deleteCheckpoint(m.id);
   return { checkpointMs, restoreMs, plainBytes: plainBytesOf(m), storedBytes: m.totalBytes };

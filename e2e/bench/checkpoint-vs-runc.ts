@@ -15,6 +15,7 @@ import { readDumpStats } from '../../agent/src/criu/stats.js';
 import { startTestAgent } from '../support/agent.js';
 import { runcCount, runcRemove, startRuncCounter } from '../support/runc.js';
 import { waitFor } from '../support/workload.js';
+import { elapsedMs, median } from './support/stats.js';
 
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '15' }, out: { type: 'string', default: 'bench-checkpoint.json' } },
@@ -28,13 +29,6 @@ interface Sample {
   /** CRIU's wait for the cgroup freezer before it dumps; the container is stopped all the while. */
   freezingMs: number;
 }
-
-const elapsed = (t0: number) => performance.now() - t0;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-};
 
 async function ready(id: string, scratch: string) {
   await startRuncCounter(id, scratch);
@@ -52,13 +46,13 @@ async function rawRunc(scratch: string, i: number): Promise<Sample> {
   const work = path.join(scratch, `raw-work-${i}`);
   const t0 = performance.now();
   await execa('runc', ['checkpoint', '--image-path', images, '--work-path', work, id]);
-  const checkpointMs = elapsed(t0);
+  const checkpointMs = elapsedMs(t0);
   const stats = await readDumpStats(path.join(work, 'stats-dump'));
   const t1 = performance.now();
   await execa('runc', ['restore', '--detach', '--image-path', images, '--work-path', `${work}-r`, '--bundle', path.join(scratch, id), id], {
     stdio: 'ignore',
   });
-  const restoreMs = elapsed(t1);
+  const restoreMs = elapsedMs(t1);
   await runcRemove(id);
   return { checkpointMs, restoreMs, frozenMs: stats?.frozenTimeMs ?? Number.NaN, freezingMs: stats?.freezingTimeMs ?? Number.NaN };
 }
@@ -68,10 +62,10 @@ async function ferry(client: Awaited<ReturnType<typeof startTestAgent>>['client'
   await ready(id, scratch);
   const t0 = performance.now();
   const m = await client.checkpoint({ runtime: 'runc', container: id });
-  const checkpointMs = elapsed(t0);
+  const checkpointMs = elapsedMs(t0);
   const t1 = performance.now();
   const r = await client.restore(m.id);
-  const restoreMs = elapsed(t1);
+  const restoreMs = elapsedMs(t1);
   await runcRemove(r.container.name);
   await client.deleteCheckpoint(m.id);
   return {

@@ -27,6 +27,7 @@ import { startTestCluster, type TestCluster } from '../support/cluster.js';
 import { startTcpCopier, type TcpCopier, workloadImage } from '../support/podman-baseline.js';
 import { readWorkloadStats, WORKLOAD_STATS_FILE, type WorkloadStats, workloadArgv } from '../support/workload-bin.js';
 import { waitFor } from '../support/workload.js';
+import { median } from './support/stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -80,12 +81,6 @@ interface PodmanSample extends Common {
 }
 
 const elapsed = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return Number.NaN;
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-};
 
 const tag = `mb${process.pid % 100000}`;
 const scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-migrate-'));

@@ -44,7 +44,10 @@ export interface Encoding {
   encryption?: { alg: 'aes-256-gcm'; keyId: string; wrappedKey: string };
 }
 
-export const ENCODED_SUFFIX = '.fz';
+const ENCODED_SUFFIX = '.fz';
+
+/** Where a stored file's plain content goes: an encoded file's path without its .fz. */
+export const plainPathOf = (f: ManifestFile) => (f.plain ? f.path.slice(0, -ENCODED_SUFFIX.length) : f.path);
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 /** 1 MiB stream chunks: with the default 64 KiB, a 64 MiB image is a thousand trips through every stage. */
@@ -79,7 +82,7 @@ function seal(key: Buffer, plain: Buffer, aad: string): Buffer {
   return Buffer.concat([iv, c.update(plain), c.final(), c.getAuthTag()]);
 }
 
-function open_(key: Buffer, sealed: Buffer, aad: string): Buffer {
+function unseal(key: Buffer, sealed: Buffer, aad: string): Buffer {
   const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, IV_BYTES)).setAAD(Buffer.from(aad));
   d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
   return Buffer.concat([d.update(sealed.subarray(IV_BYTES, sealed.length - TAG_BYTES)), d.final()]);
@@ -108,7 +111,7 @@ export function dataKeyOf(encoding: Encoding, checkpointId: string, key: ImageKe
     });
   }
   try {
-    return open_(key.bytes, Buffer.from(e.wrappedKey, 'base64'), checkpointId);
+    return unseal(key.bytes, Buffer.from(e.wrappedKey, 'base64'), checkpointId);
   } catch {
     throw new FerryError(
       'checkpoint_corrupt',
@@ -215,7 +218,7 @@ export async function decodeFile(
   encoding: Encoding,
   dataKey: Buffer | undefined,
 ): Promise<void> {
-  const rel = entry.path.slice(0, -ENCODED_SUFFIX.length);
+  const rel = plainPathOf(entry);
   const damaged = (why: string) =>
     new FerryError('checkpoint_corrupt', `checkpoint ${checkpointId} is damaged: ${rel} ${why}`, {
       hint: 'this checkpoint cannot be restored safely; restore an older checkpoint or take a new one',

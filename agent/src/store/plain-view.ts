@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, link, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { type AtRest, dataKeyOf, decodeFile } from './encoding.js';
+import { type AtRest, dataKeyOf, decodeFile, plainPathOf } from './encoding.js';
 import type { Manifest } from './manifest.js';
 
 export interface PlainView {
@@ -36,7 +36,7 @@ export async function plainView(
       await Promise.all(
         m.files.map(async (f) => {
           const source = path.join(from, f.path);
-          const target = path.join(to, f.plain ? f.path.replace(/\.fz$/, '') : f.path);
+          const target = path.join(to, plainPathOf(f));
           await mkdir(path.dirname(target), { recursive: true });
           if (f.plain && m.encoding) return decodeFile(source, target, f, m.id, m.encoding, dataKey);
           return link(source, target).catch(() => copyFile(source, target));

@@ -190,8 +190,9 @@ export class ImageStore {
    * Re-reads every file of a checkpoint and of its parent chain against the manifests. Restore calls this
    * first: a flipped byte must fail here, clearly, and not halfway through CRIU's restore.
    */
-  async verify(id: string): Promise<Manifest[]> {
-    const chain = await this.chain(id);
+  async verify(id: string, known?: Manifest[]): Promise<Manifest[]> {
+    // A caller that already read the chain (restore) passes it rather than have it read again.
+    const chain = known ?? (await this.chain(id));
     for (const manifest of chain) await this.verifyFiles(manifest);
     return chain;
   }

@@ -23,6 +23,9 @@ const exists = (f: string) =>
     () => false,
   );
 
+/** `openssl req` flags for a new ECDSA P-256 key, unencrypted (services read it at start, unattended). */
+const NEW_P256_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+
 async function openssl(args: string[], input?: string): Promise<void> {
   const r = await execa('openssl', args, { reject: false, ...(input !== undefined ? { input } : {}) });
   if (r.exitCode !== 0) {
@@ -46,11 +49,7 @@ export async function initCa(dir: string, opts: { days?: number; name?: string }
     'req',
     '-x509',
     '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
+    ...NEW_P256_KEY,
     '-keyout',
     key,
     '-out',
@@ -85,21 +84,7 @@ export async function issueCertificate(dir: string, name: string, opts: { hosts?
   const cert = path.join(dir, `${name}.crt`);
   const csr = path.join(dir, `${name}.csr`);
   const ext = path.join(dir, `${name}.ext`);
-  await openssl([
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    key,
-    '-out',
-    csr,
-    '-subj',
-    `/CN=${name}`,
-  ]);
+  await openssl(['req', '-new', ...NEW_P256_KEY, '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
   await writeFile(
     ext,
     [
