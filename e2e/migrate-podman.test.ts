@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
-import { podmanCount, podmanState, startPodmanCounter } from './support/podman-node.js';
+import type { MigrationEvent } from '../controller/src/migration/types.js';
+import { onSlowLink, whenWriting } from './support/faults.js';
+import { podmanCount, podmanOn, podmanState, startPodmanCounter } from './support/podman-node.js';
 import { busyboxRootfs, expectCountResumed, importBusyboxImage } from './support/workload.js';
 
 let cluster: TestCluster;
@@ -31,19 +33,47 @@ test.after.always(async () => {
 const countOn = (node: string, name: string) => podmanCount(cluster, node, name);
 const stateOn = (node: string, name: string) => podmanState(cluster, node, name);
 
-test.serial('podman: a counting container moves from a to b and keeps counting; the source is removed', async (t) => {
+test.serial('podman: a counting container moves from a to b into a twin, with its files; the source is removed', async (t) => {
   const name = `mig-podman-${process.pid}`;
   const before = await startPodmanCounter(cluster, 'a', name, IMAGE);
+  // Its writable layer: a file written, and one of the image's deleted (a whiteout).
+  await podmanOn(cluster, 'a', ['exec', name, 'sh', '-c', 'echo kept > /marker && rm /bin/true']);
 
   const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
-  const m = await cluster.finished(accepted.id);
+  const events: MigrationEvent[] = [];
+  for await (const e of cluster.client().events(accepted.id)) events.push(e);
+  const m = await cluster.client().migration(accepted.id);
   t.is(m.status, 'succeeded', JSON.stringify(m.error));
   t.is(m.strategy?.used, 'stopcopy');
+  t.truthy(m.target.twinId, 'the final dump went into a twin prepared on b');
+  t.true(events.some((e) => /^twin \w+ prepared on b/.test(e.message)));
   await expectCountResumed(() => countOn('b', name), before);
+  t.is((await podmanOn(cluster, 'b', ['exec', name, 'cat', '/marker'])).stdout, 'kept');
+  const deleted = await podmanOn(cluster, 'b', ['exec', name, 'ls', '/bin/true']).catch((err: Error) => err);
+  t.true(deleted instanceof Error, '/bin/true stays deleted on b');
   t.is(await stateOn('a', name), undefined, 'the source container is gone');
   t.is(await stateOn('b', name), 'running');
   t.true((m.figures.frozenTimeMs ?? 0) > 0);
   t.log(`downtime ${m.figures.downtimeMs} ms (CRIU frozen ${m.figures.frozenTimeMs} ms), total ${m.figures.totalMs} ms`);
+});
+
+test.serial('podman: cancelled after the in-place dump, the source is restored in place and the twin removed', async (t) => {
+  const name = `mig-podman-cancel-${process.pid}`;
+  const before = await startPodmanCounter(cluster, 'a', name, IMAGE);
+  const incoming = whenWriting(cluster, 'b', '.partial-import-');
+  // A slow link keeps the transfer going long enough for the cancellation to land before the restore.
+  const m = await onSlowLink(cluster, async () => {
+    const accepted = await cluster.client().migrate({ container: { node: 'a', runtime: 'podman', name }, targetNode: 'b' });
+    await incoming.started;
+    await cluster.client().cancel(accepted.id);
+    return cluster.finished(accepted.id);
+  }).finally(() => incoming.close());
+  t.is(m.status, 'cancelled', JSON.stringify(m.error));
+  t.truthy(m.target.twinId);
+  t.regex(m.rollback?.outcome ?? '', /restored in place on a/);
+  await expectCountResumed(() => countOn('a', name), before);
+  t.is(await stateOn('a', name), 'running');
+  t.is(await stateOn('b', name), undefined, 'the twin is gone from b');
 });
 
 test.serial('podman: an image missing on the target fails preflight; the container keeps running on a', async (t) => {

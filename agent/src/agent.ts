@@ -12,7 +12,7 @@ import type { Manifest } from './store/manifest.js';
 import type { PlainView } from './store/plain-view.js';
 import type { TlsIdentity } from './tls/identity.js';
 import type { ImageStore } from './store/store.js';
-import { RUNTIME_NAMES, type ContainerInfo, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
+import { RUNTIME_NAMES, type ContainerInfo, type PrepareRequest, type RuntimeDriver, type RuntimeName } from './runtimes/types.js';
 import { type Readable, Transform } from 'node:stream';
 import { watchdog } from './watchdog.js';
 import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
@@ -44,6 +44,13 @@ export interface CheckpointParams {
   lazy?: boolean;
   /** Kept plain whatever the store's at-rest settings: a migration's own checkpoints live seconds. */
   transient?: boolean;
+  /** podman: dumped in the container's own directory, restorable only into a prepared twin or itself. */
+  inPlace?: boolean;
+}
+
+export interface PrepareParams {
+  name: string;
+  source: PrepareRequest['source'];
 }
 
 export interface HoldParams {
@@ -56,6 +63,8 @@ export interface RestoreParams {
   runtime?: RuntimeName;
   /** Where a lazy checkpoint's memory is served: the node that took it. */
   pageServer?: { host: string };
+  /** An in-place checkpoint's container here: a prepared twin, or the stopped original. */
+  into?: string;
 }
 
 export interface PageServerState {
@@ -175,6 +184,24 @@ export class Agent {
     });
   }
 
+  /** A stopped twin of another node's container, for an in-place restore (podman-twin.ts). */
+  async prepareContainer(runtime: RuntimeName, p: PrepareParams): Promise<ContainerInfo> {
+    assertContainerRef(p.name, 'name');
+    const driver = this.driver(runtime);
+    if (!driver.prepare) {
+      throw new FerryError('unsupported', `${runtime} containers cannot be prepared for an in-place restore`, {
+        hint: 'migrate with a regular checkpoint',
+      });
+    }
+    if (await driver.find(p.name)) {
+      throw new FerryError('conflict', `${runtime} on node ${this.node} already has a container named ${p.name}`, {
+        hint: 'remove it first',
+        details: { field: 'name' },
+      });
+    }
+    return driver.prepare(p);
+  }
+
   /** Freezes the containers together (a coordinated checkpoint's cut); see holds.ts. */
   async hold(p: HoldParams): Promise<Hold> {
     const targets = await Promise.all(
@@ -238,6 +265,7 @@ export class Agent {
           ...(p.preDump ? { preDump: true } : {}),
           ...(p.parent ? { parentPath: this.parentPathFor(p.parent, pending.dir, parentView) } : {}),
           ...(lazy ? { lazy } : {}),
+          ...(p.inPlace ? { inPlace: true } : {}),
         });
         pageServer = outcome.pageServer;
         if (p.parent && parentView?.decoded) await this.store.relinkParent(pending.dir, p.parent);
@@ -345,6 +373,7 @@ export class Agent {
   async restore(checkpointId: string, p: RestoreParams = {}): Promise<RestoreResult> {
     assertCheckpointId(checkpointId);
     if (p.name) assertContainerRef(p.name, 'name');
+    if (p.into) assertContainerRef(p.into, 'into');
     return this.exclusive(`restore/${checkpointId}`, `a restore of ${checkpointId}`, async () => {
       const t0 = performance.now();
       // The chain's manifests, read once: for the checks, the plain view and the verification.
@@ -391,6 +420,7 @@ export class Agent {
           runtimeMeta: manifest.runtimeMeta,
           verified,
           ...(p.pageServer && manifest.lazyPages ? { pageServer: { host: p.pageServer.host, port: manifest.lazyPages.port } } : {}),
+          ...(p.into ? { into: p.into } : {}),
         })
         .finally(() => view.dispose());
       outcome.pagesLoaded?.catch(() => undefined);

@@ -5,7 +5,7 @@ import { FerryError } from './errors.js';
 import type { NodeCapabilities } from './criu/probe.js';
 import type { Manifest } from './store/manifest.js';
 import type { ContainerInfo, RuntimeName } from './runtimes/types.js';
-import type { CheckpointParams, HoldParams, PageServerState, RestoreParams, RestoreResult } from './agent.js';
+import type { CheckpointParams, HoldParams, PageServerState, PrepareParams, RestoreParams, RestoreResult } from './agent.js';
 import type { Hold } from './holds.js';
 import type { Peer, SendResult } from './transfer.js';
 
@@ -25,6 +25,14 @@ export class AgentClient extends ApiClient {
   /** Resolves when the runtime has the image; rejects with image_not_found when not. */
   assertImage(runtime: RuntimeName, ref: string): Promise<void> {
     return this.json('GET', `/v1/images/${runtime}/${encodeURIComponent(ref)}`);
+  }
+  /** One container, with what a twin of it needs (podman: createCommand). */
+  container(runtime: RuntimeName, ref: string): Promise<ContainerInfo> {
+    return this.json('GET', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);
+  }
+  /** A stopped twin of another node's container, to restore an in-place checkpoint into. */
+  prepareContainer(runtime: RuntimeName, p: PrepareParams): Promise<ContainerInfo> {
+    return this.json('POST', `/v1/containers/${runtime}/prepare`, p, true);
   }
   removeContainer(runtime: RuntimeName, ref: string): Promise<void> {
     return this.json('DELETE', `/v1/containers/${runtime}/${encodeURIComponent(ref)}`);

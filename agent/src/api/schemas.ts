@@ -53,6 +53,11 @@ const containerInfo = {
       additionalProperties: { type: 'string' },
       description: "runc: the bundle's OCI annotations; podman/docker: the container's labels. Absent when there are none",
     },
+    createCommand: {
+      type: 'array',
+      items: { type: 'string' },
+      description: 'podman: the command the container was created with; only when one container is looked up',
+    },
   },
 } as const;
 
@@ -163,6 +168,34 @@ export const routes = {
     },
     response: { 204: { type: 'null' }, ...errors },
   },
+  getContainer: {
+    summary: 'One container, by id, unique id prefix or name (with what a twin of it needs: podman createCommand)',
+    params: { type: 'object', required: ['runtime', 'ref'], properties: { runtime, ref: containerRef } },
+    response: { 200: { $ref: 'Container#' }, ...errors },
+  },
+  prepareContainer: {
+    summary: "Create, stopped, a twin of another node's container for an in-place restore (podman): same image, options and command",
+    params: { type: 'object', required: ['runtime'], properties: { runtime } },
+    body: {
+      type: 'object',
+      required: ['name', 'source'],
+      additionalProperties: false,
+      properties: {
+        name: containerRef,
+        source: {
+          type: 'object',
+          required: ['createCommand', 'image', 'imageId'],
+          additionalProperties: false,
+          properties: {
+            createCommand: { type: 'array', minItems: 2, maxItems: 4096, items: { type: 'string', maxLength: 65536 } },
+            image: { type: 'string', minLength: 1, maxLength: 512 },
+            imageId: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+          },
+        },
+      },
+    },
+    response: { 201: { $ref: 'Container#' }, ...errors },
+  },
   removeContainer: {
     summary: 'Stop and remove a container; a container that is not there is not an error',
     params: { type: 'object', required: ['runtime', 'ref'], properties: { runtime, ref: containerRef } },
@@ -220,6 +253,12 @@ export const routes = {
           default: false,
           description: "kept plain whatever the agent's --compress and --image-key: a migration's own checkpoints live seconds",
         },
+        inPlace: {
+          type: 'boolean',
+          default: false,
+          description:
+            "podman, stopping dumps: taken in the container's own directory, restorable only into a prepared twin or the original",
+        },
       },
     },
     response: { 201: { $ref: 'Checkpoint#' }, ...errors },
@@ -250,6 +289,7 @@ export const routes = {
           description: "a lazy checkpoint's memory: the source node's page server, reached at this host",
           properties: { host: { type: 'string', minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.:-]+$' } },
         },
+        into: { ...containerRef, description: "an in-place checkpoint's container: a prepared twin, or the stopped original" },
       },
     },
     response: {

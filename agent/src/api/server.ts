@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import type { Agent, CheckpointParams, HoldParams, RestoreParams } from '../agent.js';
+import type { Agent, CheckpointParams, HoldParams, PrepareParams, RestoreParams } from '../agent.js';
 import type { RuntimeName } from '../runtimes/types.js';
 import { AgentMetrics, measured } from './agent-metrics.js';
 import { createBaseApi, type Logging } from './base.js';
@@ -43,6 +43,15 @@ export async function buildAgentApi({ agent, token, logger = false, tls }: ApiOp
     await agent.assertImage(req.params.runtime, req.params.ref);
     return reply.status(204).send();
   });
+  app.get<{ Params: { runtime: RuntimeName; ref: string } }>('/v1/containers/:runtime/:ref', { schema: routes.getContainer }, async (req) =>
+    agent.findContainer(req.params.runtime, req.params.ref),
+  );
+  app.post<{ Params: { runtime: RuntimeName }; Body: PrepareParams }>(
+    '/v1/containers/:runtime/prepare',
+    { schema: routes.prepareContainer },
+    async (req, reply) =>
+      reply.status(201).send(await measured(metrics, 'prepare', () => agent.prepareContainer(req.params.runtime, req.body))),
+  );
   app.delete<{ Params: { runtime: RuntimeName; ref: string } }>(
     '/v1/containers/:runtime/:ref',
     { schema: routes.removeContainer },

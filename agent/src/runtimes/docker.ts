@@ -17,12 +17,12 @@
  *   directory before starting it, so files the process wrote survive the move.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, link, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import Docker from 'dockerode';
 import { FerryError } from '../errors.js';
-import { runCommand } from './exec.js';
+import { linkOrCopyTree, packUpperDir, unpackUpperDir } from './overlay.js';
 import {
   type CheckpointOutcome,
   type CheckpointRequest,
@@ -172,19 +172,14 @@ export class DockerDriver implements RuntimeDriver {
     }
     req.onWritten?.('checkpoint');
 
+    // Not overlay2 (no upper directory): the restored container starts from its image's filesystem.
+    const upper = upperDirOf(info);
     await Promise.all([
       writeFile(path.join(req.dir, 'config.dump'), JSON.stringify(info, null, 2)),
       spec ? writeFile(path.join(req.dir, 'spec.dump'), spec) : undefined,
-      this.packUpperDir(info, path.join(req.dir, ROOTFS_DIFF)),
+      upper ? packUpperDir(upper, path.join(req.dir, ROOTFS_DIFF)) : undefined,
     ]);
     return { runtimeMeta: { id: info.Id, name: info.Name.replace(/^\//, ''), image: info.Config.Image } };
-  }
-
-  /** The overlay upper directory holds exactly what the container changed, deletions as whiteouts. */
-  private async packUpperDir(info: Docker.ContainerInspectInfo, archive: string): Promise<void> {
-    const upper = upperDirOf(info);
-    if (!upper) return; // not overlay2: the restored container starts from its image's filesystem
-    await runCommand('tar', ['-C', upper, '--numeric-owner', '--xattrs', '-cf', archive, '.']);
   }
 
   async restore(req: RestoreRequest): Promise<RestoreOutcome> {
@@ -238,7 +233,7 @@ export class DockerDriver implements RuntimeDriver {
     const archive = path.join(dir, ROOTFS_DIFF);
     const present = await readdir(dir).then((names) => names.includes(ROOTFS_DIFF));
     if (!upper || !present) return;
-    await runCommand('tar', ['-C', upper, '--numeric-owner', '--xattrs', '--same-owner', '-xpf', archive]);
+    await unpackUpperDir(archive, upper);
   }
 
   private dockerRoot(): Promise<string> {
@@ -296,17 +291,6 @@ export class DockerDriver implements RuntimeDriver {
       .catch((err: unknown) => {
         if ((err as EngineError).statusCode !== 404) throw engineFailure('remove', ref, err);
       });
-  }
-}
-
-/** Hard links keep a restore of a large image cheap; another filesystem gets copies. */
-async function linkOrCopyTree(from: string, to: string): Promise<void> {
-  await mkdir(to, { recursive: true });
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    const src = path.join(from, entry.name);
-    const dst = path.join(to, entry.name);
-    if (entry.isDirectory()) await linkOrCopyTree(src, dst);
-    else await link(src, dst).catch(() => copyFile(src, dst));
   }
 }
 

@@ -11,21 +11,24 @@
  * restore.log, deleted on success, kept on failure.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { access, copyFile, link, mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { relevantCriuLogLines } from '../criu/log.js';
-import { readDumpStats, type CriuRestoreStats } from '../criu/stats.js';
+import { type CriuDumpStats, type CriuRestoreStats, PAGE_SIZE, readDumpStats } from '../criu/stats.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { freezeBeforeDump, holdFrozen, thawPid } from './freezer.js';
+import { linkOrCopyTree, packUpperDir, unpackUpperDir } from './overlay.js';
+import { twinCreateArgs } from './podman-twin.js';
 import {
   type CheckpointOutcome,
   type CheckpointRequest,
   type ContainerInfo,
   type ContainerState,
   labelsField,
+  type PrepareRequest,
   type RestoreOutcome,
   type RestoreRequest,
   type RuntimeDriver,
@@ -85,9 +88,20 @@ interface InspectEntry {
   /** The image's id. */
   Image: string;
   Created: string;
-  Config: { Labels?: Record<string, string> | null };
+  Config: { Labels?: Record<string, string> | null; CreateCommand?: string[] | null };
   /** The container's userdata directory: CRIU's work dir, where dump.log and restore.log are written. */
   StaticDir: string;
+  /** overlay: UpperDir is the container's writable layer. */
+  GraphDriver?: { Data?: Record<string, string> | null };
+}
+
+/** What `podman container checkpoint --print-stats` prints (CRIU's times in microseconds, zeros omitted). */
+interface CheckpointReport {
+  container_statistics?: {
+    criu_statistics?: Partial<
+      Record<'freezing_time' | 'frozen_time' | 'memdump_time' | 'memwrite_time' | 'pages_scanned' | 'pages_written', number>
+    >;
+  }[];
 }
 
 /** What `podman container restore --print-stats` prints (CRIU's times in microseconds, zeros omitted). */
@@ -109,6 +123,14 @@ const STATES: Record<string, ContainerState> = {
 };
 
 const CRIU_LOG_TAIL = 20;
+/** runtimeMeta.layout of an in-place checkpoint (checkpointInPlace). */
+const IN_PLACE = 'in-place';
+/** CRIU's images, in the store's directory as in the container's. */
+const IMAGES = 'checkpoint';
+/** An in-place checkpoint's writable layer: the overlay upper directory, whiteouts and all. */
+const UPPER_ARCHIVE = 'rootfs-upper.tar';
+/** What podman keeps next to CRIU's images in the container's directory and reads back on restore. */
+const USERDATA_FILES = ['devshm-checkpoint.tar', 'network.status'];
 
 export class PodmanDriver implements RuntimeDriver {
   readonly name = 'podman' as const;
@@ -173,6 +195,7 @@ export class PodmanDriver implements RuntimeDriver {
       imageId: e.Image,
       createdAt: e.Created,
       ...labelsField(e.Config.Labels),
+      ...(e.Config.CreateCommand?.length ? { createCommand: e.Config.CreateCommand } : {}),
     };
   }
 
@@ -189,6 +212,7 @@ export class PodmanDriver implements RuntimeDriver {
   async checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome> {
     const c = req.container;
     if (c.state !== 'running') throw notRunning(c.name, c.state);
+    if (req.inPlace) return this.checkpointInPlace(req);
     if (req.preDump && req.parentPath) {
       throw new FerryError('unsupported', 'podman keeps a single pre-checkpoint per container; a pre-dump cannot have a parent', {
         hint: 'take a full checkpoint on top of the pre-dump',
@@ -254,7 +278,76 @@ export class PodmanDriver implements RuntimeDriver {
     return failure('checkpoint', c.name, f, log, 'the container was left as it was');
   }
 
+  /**
+   * A stopping dump in the container's own directory, moved into the store: no export archive is written
+   * and none is unpacked. Its writable layer goes along as the overlay upper directory, packed after the
+   * dump (the container is stopped then, and podman has unmounted it; the directory stays).
+   */
+  private async checkpointInPlace(req: CheckpointRequest): Promise<CheckpointOutcome> {
+    const c = req.container;
+    if (req.preDump || req.parentPath || req.leaveRunning || req.lazy) {
+      throw new FerryError('bad_request', 'an in-place podman checkpoint is a stopping full dump only', {
+        details: { field: 'inPlace' },
+      });
+    }
+    const e = await this.inspect(c.id);
+    const upper = e.GraphDriver?.Data?.UpperDir;
+    const pid = req.heldFrozen ? 0 : e.State.Pid;
+    const thaw = pid ? await freezeBeforeDump(pid, c.name, false) : undefined;
+    let out: string;
+    try {
+      out = await this.podman(['container', 'checkpoint', '--print-stats', '--', c.id], (f) => this.checkpointFailure(c, req, f));
+    } finally {
+      await thaw?.();
+    }
+    await moveTree(path.join(e.StaticDir, IMAGES), path.join(req.dir, IMAGES));
+    req.onWritten?.(IMAGES);
+    await Promise.all([
+      ...USERDATA_FILES.map((f) => moveFile(path.join(e.StaticDir, f), path.join(req.dir, f))),
+      upper ? packUpperDir(upper, path.join(req.dir, UPPER_ARCHIVE)) : undefined,
+    ]);
+    const stats = dumpStats((JSON.parse(out) as CheckpointReport).container_statistics?.[0]?.criu_statistics);
+    return {
+      ...(stats ? { stats } : {}),
+      runtimeMeta: { id: e.Id, name: e.Name, image: e.ImageName, imageId: e.Image, layout: IN_PLACE },
+    };
+  }
+
+  async prepare(req: PrepareRequest): Promise<ContainerInfo> {
+    const twin = twinCreateArgs(req.source, req.name);
+    if ('reason' in twin) {
+      throw new FerryError('unsupported', `no twin of this container can be prepared: ${twin.reason}`, {
+        hint: 'migrate with export and import',
+      });
+    }
+    const id = (await this.podman(twin.args, (f) => (/already in use/.test(f.stderr) ? conflict(req.name, f) : undefined))).trim();
+    try {
+      // init writes the bundle's config.json, the template an in-place restore reads; stop ends runc's
+      // waiting init process before it ever ran the container's command, and unmounts the layer.
+      await this.podman(['init', '--', id]);
+      await this.podman(['stop', '--time', '0', '--', id]);
+      const made = await this.inspect(id);
+      if (made.Image !== req.source.imageId) {
+        throw new FerryError('unsupported', `the twin got image ${made.Image}, not ${req.source.imageId}`, {
+          hint: 'bring the same image here, or migrate with export and import',
+        });
+      }
+      const twinInfo = await this.find(id);
+      if (!twinInfo) throw new FerryError('runtime_failed', `podman created ${id} but no longer finds it`);
+      return twinInfo;
+    } catch (err) {
+      await this.remove(id).catch(() => undefined);
+      throw err;
+    }
+  }
+
   async restore(req: RestoreRequest): Promise<RestoreOutcome> {
+    if (req.runtimeMeta.layout === IN_PLACE) return this.restoreInPlace(req);
+    if (req.into) {
+      throw new FerryError('bad_request', 'only an in-place checkpoint is restored into an existing container', {
+        details: { field: 'into' },
+      });
+    }
     const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-podman-restore-'));
     try {
       const [archives, name] = await Promise.all([packForImport(req.dir, work), this.restoreName(req)]);
@@ -262,15 +355,54 @@ export class PodmanDriver implements RuntimeDriver {
       const args = ['container', 'restore', '--import', archives.checkpoint, '--print-stats'];
       if (archives.previous) args.push('--import-previous', archives.previous);
       if (name) args.push('--name', name);
-      const out = await this.podman(args, (f) => this.restoreFailure(f, req));
-      const restored = (JSON.parse(out) as RestoreReport).container_statistics?.[0];
-      const container = restored && (await this.find(restored.Id));
-      if (!container) throw new FerryError('runtime_failed', `podman restore reported success but no container: ${out}`);
-      const stats = restoreStats(restored.criu_statistics);
-      return { container, ...(stats ? { stats } : {}) };
+      const out = await this.podman(args, (f) => this.restoreFailure(f, req, true));
+      return await this.restored(out);
     } finally {
       await rm(work, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Into the prepared twin (its layer gets the source's changes), or back into the stopped original (its
+   * layer still has them). The images are linked into the container's directory, where podman wants them.
+   */
+  private async restoreInPlace(req: RestoreRequest): Promise<RestoreOutcome> {
+    if (!req.into) {
+      throw new FerryError('bad_request', 'this checkpoint was taken in place: say which stopped container it goes into', {
+        hint: 'a twin prepared with POST /v1/containers/podman/prepare, or the original container',
+        details: { field: 'into' },
+      });
+    }
+    const e = await this.inspect(req.into);
+    if (e.State.Status === 'running' || e.State.Status === 'paused') {
+      throw new FerryError('conflict', `podman container ${e.Name} is ${e.State.Status}; a restore needs it stopped`);
+    }
+    const images = path.join(e.StaticDir, IMAGES);
+    const upper = e.GraphDriver?.Data?.UpperDir;
+    const original = e.Id === req.runtimeMeta.id;
+    const archive = path.join(req.dir, UPPER_ARCHIVE);
+    await rm(images, { recursive: true, force: true });
+    try {
+      await Promise.all([
+        linkOrCopyTree(path.join(req.dir, IMAGES), images),
+        ...USERDATA_FILES.map((f) => linkOrCopyFile(path.join(req.dir, f), path.join(e.StaticDir, f))),
+        !original && upper && (await exists(archive)) ? unpackUpperDir(archive, upper) : undefined,
+      ]);
+      await req.verified;
+      const out = await this.podman(['container', 'restore', '--print-stats', '--', e.Id], (f) => this.restoreFailure(f, req, false));
+      return await this.restored(out);
+    } catch (err) {
+      await rm(images, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private async restored(out: string): Promise<RestoreOutcome> {
+    const restored = (JSON.parse(out) as RestoreReport).container_statistics?.[0];
+    const container = restored && (await this.find(restored.Id));
+    if (!container) throw new FerryError('runtime_failed', `podman restore reported success but no container: ${out}`);
+    const stats = restoreStats(restored.criu_statistics);
+    return { container, ...(stats ? { stats } : {}) };
   }
 
   /**
@@ -285,7 +417,8 @@ export class PodmanDriver implements RuntimeDriver {
     return taken ? `${name || 'podman'}-restored-${randomBytes(3).toString('hex')}` : undefined;
   }
 
-  private async restoreFailure(f: CommandFailure, req: RestoreRequest): Promise<FerryError> {
+  /** ownsContainer: the restore created the container (--import), so a failure removes it. */
+  private async restoreFailure(f: CommandFailure, req: RestoreRequest, ownsContainer: boolean): Promise<FerryError> {
     if (/already in use/.test(f.stderr)) {
       return new FerryError('conflict', `podman restore failed: ${f.stderr}`, { hint: 'choose another name' });
     }
@@ -304,7 +437,7 @@ export class PodmanDriver implements RuntimeDriver {
     const err = await failure('restore', path.basename(req.dir), f, log, 'nothing was left running');
     // A failed CRIU restore leaves podman's new container behind in 'created': it is this restore's own, and
     // in the way of a retry under the same name. Its log is read above, before removal deletes it.
-    const leftover = log && /\/([0-9a-f]{64})\/userdata\//.exec(log)?.[1];
+    const leftover = ownsContainer && log && /\/([0-9a-f]{64})\/userdata\//.exec(log)?.[1];
     if (leftover) await this.remove(leftover).catch(() => undefined);
     return err;
   }
@@ -392,6 +525,52 @@ async function failure(op: string, what: string, f: CommandFailure, log: string 
       details: { exitCode: f.exitCode },
     },
   );
+}
+
+function dumpStats(s: NonNullable<CheckpointReport['container_statistics']>[number]['criu_statistics']): CriuDumpStats | undefined {
+  if (!s) return undefined;
+  const pagesWritten = s.pages_written ?? 0;
+  return {
+    freezingTimeMs: (s.freezing_time ?? 0) / 1000,
+    frozenTimeMs: (s.frozen_time ?? 0) / 1000,
+    memdumpTimeMs: (s.memdump_time ?? 0) / 1000,
+    memwriteTimeMs: (s.memwrite_time ?? 0) / 1000,
+    pagesScanned: s.pages_scanned ?? 0,
+    pagesSkippedParent: 0,
+    pagesWritten,
+    pagesLazy: 0,
+    bytesWritten: pagesWritten * PAGE_SIZE,
+  };
+}
+
+/** A rename on one filesystem; across two, a copy and then the original removed. */
+async function moveTree(from: string, to: string): Promise<void> {
+  await rename(from, to).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EXDEV') throw err;
+    await linkOrCopyTree(from, to);
+    await rm(from, { recursive: true, force: true });
+  });
+}
+
+/** podman writes these only when there is something to keep (a /dev/shm with files, a network). */
+async function moveFile(from: string, to: string): Promise<void> {
+  if (await exists(from)) await moveTree(from, to);
+}
+
+async function linkOrCopyFile(from: string, to: string): Promise<void> {
+  if (!(await exists(from))) return;
+  await rm(to, { force: true });
+  await link(from, to).catch(() => copyFile(from, to));
+}
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+function conflict(name: string, f: CommandFailure): FerryError {
+  return new FerryError('conflict', `podman already has a container named ${name}: ${f.stderr}`, { hint: 'remove it there first' });
 }
 
 function restoreStats(s: NonNullable<RestoreReport['container_statistics']>[number]['criu_statistics']): CriuRestoreStats | undefined {

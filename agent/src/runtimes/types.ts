@@ -27,6 +27,11 @@ export interface ContainerInfo {
    * container's labels. Absent when there are none.
    */
   labels?: Record<string, string>;
+  /**
+   * podman: how the container was created (its CreateCommand), from which a twin can be prepared on another
+   * node (podman-twin.ts). Only from a lookup of one container, not in lists.
+   */
+  createCommand?: string[];
 }
 
 /** `{ labels }` when the runtime reported any, else nothing: a ContainerInfo carries no empty labels. */
@@ -72,6 +77,12 @@ export interface CheckpointRequest {
    * hashes and syncs it meanwhile. Paths never reported are hashed when the checkpoint is sealed.
    */
   onWritten?: (rel: string) => void;
+  /**
+   * podman, stopping dumps: CRIU's images taken in the container's own directory (no export archive) and
+   * moved into `dir`, with the writable layer as its overlay upper directory. Restorable only in place:
+   * into a prepared twin (RuntimeDriver.prepare) or back into the container it came from.
+   */
+  inPlace?: boolean;
 }
 
 export interface CheckpointOutcome {
@@ -96,6 +107,15 @@ export interface RestoreRequest {
   verified: Promise<unknown>;
   /** A lazy checkpoint's memory: fetched on demand from the source's page server (runc only). */
   pageServer?: { host: string; port: number };
+  /** An in-place checkpoint's container: a prepared twin, or the stopped original. */
+  into?: string;
+}
+
+export interface PrepareRequest {
+  /** The twin's name. */
+  name: string;
+  /** The source container, as the source node's driver found it (with createCommand). */
+  source: Required<Pick<ContainerInfo, 'createCommand' | 'image' | 'imageId'>>;
 }
 
 export interface RestoreOutcome {
@@ -113,6 +133,11 @@ export interface RuntimeDriver {
   find(ref: string): Promise<ContainerInfo | undefined>;
   checkpoint(req: CheckpointRequest): Promise<CheckpointOutcome>;
   restore(req: RestoreRequest): Promise<RestoreOutcome>;
+  /**
+   * Creates, without starting it, a twin of another node's container that an in-place checkpoint of it can
+   * be restored into (podman). Refuses with 'unsupported' when no faithful twin can be made.
+   */
+  prepare?(req: PrepareRequest): Promise<ContainerInfo>;
   /** Runs a command inside the container and returns its stdout (used to verify a restored workload). */
   exec(ref: string, argv: string[]): Promise<string>;
   /** Whether an image (id or name) is present, for runtimes whose restore needs it; runc carries its rootfs. */

@@ -223,6 +223,7 @@ export class Orchestrator {
           message: `strategy ${m.strategy.used}: ${m.strategy.reason}`,
           data: { ...m.strategy },
         });
+        if (runtime === 'podman' && m.strategy.used === 'stopcopy') await this.prepareTwin(m, source, target);
       });
 
       const peer = this.nodes.peer(m.target.node);
@@ -244,6 +245,7 @@ export class Orchestrator {
           transient: true,
           ...(parent ? { parent } : {}),
           ...(postcopy ? { lazy: true } : {}),
+          ...(m.target.twinId ? { inPlace: true } : {}),
         });
         m.figures.dumpMs = ck.timings?.checkpointMs;
         m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
@@ -273,7 +275,8 @@ export class Orchestrator {
       await this.step(m, 'restore', async () => {
         // Post-copy: the target pulls memory from the source node's page server, at the agent's address.
         const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
-        const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer });
+        const into = m.target.twinId ? { into: m.target.twinId } : {};
+        const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into });
         m.figures.restoreMs = r.timings.restoreMs;
         m.figures.downtimeMs = elapsed(frozenAt);
       });
@@ -288,6 +291,35 @@ export class Orchestrator {
     } catch (err) {
       m.figures.totalMs = elapsed(started);
       await this.settle(m, err);
+    }
+  }
+
+  /**
+   * podman stop-and-copy: a stopped twin of the container on the target, made while the source still runs,
+   * so that the final dump is taken in place and restored into it: podman then neither writes and unpacks
+   * an export archive nor creates the container inside the downtime (podman-twin.ts). Where no faithful
+   * twin can be made, the migration goes on with export and import and says why.
+   */
+  private async prepareTwin(m: MigrationRecord, source: AgentClient, target: AgentClient): Promise<void> {
+    const c = await source.container(m.source.runtime, m.source.containerId);
+    const fallBack = (why: string) =>
+      this.emit(m, { type: 'progress', step: 'preflight', message: `no twin on ${m.target.node} (${why}); using export and import` });
+    if (!c.createCommand || !c.image || !c.imageId) return fallBack('podman did not record how the container was created');
+    try {
+      const twin = await target.prepareContainer(m.source.runtime, {
+        name: m.target.containerName,
+        source: { createCommand: c.createCommand, image: c.image, imageId: c.imageId },
+      });
+      m.target.twinId = twin.id;
+      this.repo.save(m);
+      this.emit(m, {
+        type: 'progress',
+        step: 'preflight',
+        message: `twin ${twin.id.slice(0, 12)} prepared on ${m.target.node}: the final dump is taken in place and restored into it`,
+      });
+    } catch (err) {
+      if (!isFerryError(err) || !['unsupported', 'runtime_failed'].includes(err.code)) throw err;
+      fallBack(err.message);
     }
   }
 
@@ -436,11 +468,12 @@ export class Orchestrator {
     const tryTo = async (what: string, p: Promise<unknown>) => {
       await p.catch((e: unknown) => notes.push(`${what} failed: ${(e as Error).message}`));
     };
-    // The target's copy first: it must be gone before the source runs again.
-    if (failedStep !== 'preflight' && failedStep !== 'checkpoint') {
+    // The target's copy first: it must be gone before the source runs again. A twin is this migration's own
+    // from the start; any other container of that name is only once a restore may have made it.
+    if (m.target.twinId || (failedStep !== 'preflight' && failedStep !== 'checkpoint')) {
       await tryTo(
         `removing ${m.target.containerName} on ${m.target.node}`,
-        target.removeContainer(m.source.runtime, m.target.containerName),
+        target.removeContainer(m.source.runtime, m.target.twinId ?? m.target.containerName),
       );
     }
     const sourceRunning = await runningOn(source, m.source.runtime, m.source.containerName);
@@ -495,6 +528,11 @@ export class Orchestrator {
         'internal',
         `${m.source.containerName} does not run on ${m.source.node} and there is no checkpoint to restore it from`,
       );
+    }
+    if (m.target.twinId) {
+      // Dumped in place: the stopped source takes its images back, its writable layer never left.
+      await source.restore(m.checkpointId, { into: m.source.containerId });
+      return `${m.source.containerName} restored in place on ${m.source.node} from its checkpoint ${m.checkpointId}`;
     }
     // A stopped source (podman, docker) still holds its name; the checkpoint has everything it had.
     await source.removeContainer(m.source.runtime, m.source.containerName);

@@ -64,7 +64,11 @@ export interface MigrationRecord {
   request: MigrationRequest;
   /** imageId: where the target's runtime restores onto that exact image (podman, docker). */
   source: { node: string; runtime: RuntimeName; containerId: string; containerName: string; imageId?: string };
-  target: { node: string; containerName: string };
+  /**
+   * twinId (podman stop-and-copy): a stopped twin prepared on the target in preflight; the final dump is
+   * taken in place and restored into it, and a rollback restores the source in place too.
+   */
+  target: { node: string; containerName: string; twinId?: string };
   strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
   /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
   checkpointId: string;
