@@ -82,6 +82,11 @@ export interface RestoreResult {
 }
 
 const RECENT_RESTORES = 20;
+/**
+ * An import is checked byte for byte as it arrives; a restore within this long after it (a migration's,
+ * inside its downtime) does not read it all again. Older ones are verified as any other checkpoint.
+ */
+const FRESH_IMPORT_MS = 60_000;
 /** Longer than any import takes between its first byte and its seal. */
 const DELETION_MEMORY_MS = 10 * 60_000;
 const since = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
@@ -98,6 +103,8 @@ export class Agent {
   private readonly holds: HoldRegistry;
   private readonly sends = new Map<string, AbortController>();
   private readonly incomingImports = new Map<string, { bytes: number }>();
+  /** When each checkpoint was imported and verified here, for FRESH_IMPORT_MS. */
+  private readonly importedAt = new Map<string, number>();
   /**
    * When each checkpoint id was last deleted here. An import that began before its id was deleted is
    * discarded when it completes: a rollback deletes the target's copy while the last bytes may still be
@@ -408,7 +415,8 @@ export class Agent {
       const view = await this.store.plainView(chain);
       // The driver may unpack while the images are verified; it restores only once they pass.
       let verifyMs = 0;
-      const verified = this.store.verify(checkpointId, chain).then((verifiedChain) => {
+      const fresh = chain.every((c) => performance.now() - (this.importedAt.get(c.id) ?? Number.NEGATIVE_INFINITY) < FRESH_IMPORT_MS);
+      const verified = (fresh ? Promise.resolve(chain) : this.store.verify(checkpointId, chain)).then((verifiedChain) => {
         verifyMs = since(t0);
         return verifiedChain;
       });
@@ -495,6 +503,7 @@ export class Agent {
     // Only imports under way can race a deletion; older entries are forgotten.
     for (const [old, at] of this.deletedAt) if (now - at > DELETION_MEMORY_MS) this.deletedAt.delete(old);
     this.deletedAt.set(id, now);
+    this.importedAt.delete(id);
   }
 
   /**
@@ -514,6 +523,9 @@ export class Agent {
         hint: 'the migration it belonged to was rolled back',
       });
     }
+    const now = performance.now();
+    for (const [old, at] of this.importedAt) if (now - at >= FRESH_IMPORT_MS) this.importedAt.delete(old);
+    this.importedAt.set(manifest.id, now);
     return manifest;
   }
 
