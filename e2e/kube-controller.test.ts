@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from '../controller/src/kube/crd.js';
-import type { PolicyObject } from '../controller/src/kube/policy-sync.js';
+import { POLICY_FINALIZER, type PolicyObject } from '../controller/src/kube/policy-sync.js';
 import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
 import { type NodeProcess, startProcess } from './support/netns.js';
@@ -130,3 +130,55 @@ test.serial(
     t.regex((await leader()).output(), /reconcile informer: /, 'the failures were seen and logged');
   },
 );
+
+test.serial(
+  'a leader killed mid-reconcile, its write never landed (status; later the finalizer removal): the next leader finishes it',
+  async (t) => {
+    const name = 'invoices';
+    const onPolicy = (method: string) => (m: string, url: string) =>
+      m === method && new URL(url, 'http://x').pathname.endsWith(`/${POLICY_PLURAL}/${name}${method === 'PUT' ? '/status' : ''}`);
+    const statusWrite = api.holdRequests(onPolicy('PUT'));
+    await custom().createNamespacedCustomObject({ ...at, body: checkpointPolicy(name) });
+    await statusWrite.arrived;
+    const midway = (await custom().getNamespacedCustomObject({ ...at, name })) as PolicyObject;
+    t.deepEqual(midway.metadata.finalizers, [POLICY_FINALIZER], 'the finalizer landed before the status write');
+    t.is(midway.status?.observedGeneration, undefined);
+    await killLeader();
+    statusWrite.release();
+
+    await startReplica('three');
+    const status = await waitFor(observed(name), (s) => s?.observedGeneration === 1, {
+      what: 'the next leader to reconcile what the killed one left half done',
+      timeoutMs: scaled(15_000),
+    });
+    t.is(status?.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+    t.is(await holder(), 'three');
+
+    const unfinalize = api.holdRequests(onPolicy('PATCH'));
+    await custom().deleteNamespacedCustomObject({ ...at, name });
+    await unfinalize.arrived;
+    await killLeader();
+    unfinalize.release();
+    t.truthy(((await custom().getNamespacedCustomObject({ ...at, name })) as PolicyObject).metadata.deletionTimestamp);
+
+    await startReplica('four');
+    await waitFor(
+      () =>
+        custom()
+          .getNamespacedCustomObject({ ...at, name })
+          .then(
+            () => 'present',
+            () => 'gone',
+          ),
+      (s) => s === 'gone',
+      { what: 'the next leader to finalize the deleted policy', timeoutMs: scaled(15_000) },
+    );
+    t.is(await holder(), 'four');
+  },
+);
+
+async function killLeader(): Promise<void> {
+  const lead = await leader();
+  lead.child.kill('SIGKILL');
+  await lead.stop();
+}

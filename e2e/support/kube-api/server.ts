@@ -51,11 +51,28 @@ export interface KubeApiStandIn {
   dropWatches(): void;
   /** The next `count` watch requests are answered 500, as an overloaded or restarting API server might. */
   failWatches(count: number): void;
+  /**
+   * Holds the requests `match` picks until release(); a held request whose client has gone by then (a
+   * controller killed while waiting for it) is dropped unapplied, as a write that never reached the server.
+   */
+  holdRequests(match: (method: string, url: string) => boolean): HeldRequests;
   /** How many watches were told 410 Gone (their revision compacted away). */
   readonly goneAnswers: number;
   /** A kubeconfig for @kubernetes/client-node pointing here, with the token. */
   kubeConfig(namespace?: string): KubeConfig;
   close(): Promise<void>;
+}
+
+export interface HeldRequests {
+  /** Resolves when the first matching request arrives. */
+  arrived: Promise<void>;
+  release(): void;
+}
+
+interface Hold {
+  match: (method: string, url: string) => boolean;
+  arrived: () => void;
+  released: Promise<void>;
 }
 
 interface Watch {
@@ -79,6 +96,7 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
   const watches = new Set<Watch>();
   let watchFailures = 0;
   let goneAnswers = 0;
+  let holds: Hold[] = [];
 
   const app = Fastify({ logger: false });
   // Patches come with their own media types, all JSON; a DELETE may say application/json and send nothing.
@@ -150,6 +168,15 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
   });
 
   app.all('/*', async (req: FastifyRequest, reply: FastifyReply) => {
+    const hold = holds.find((h) => h.match(req.method, req.url));
+    if (hold) {
+      hold.arrived();
+      await hold.released;
+      if (req.raw.socket.destroyed) {
+        reply.hijack();
+        return reply;
+      }
+    }
     const target = route(req.url);
     const { type: t, namespace: ns, name } = target;
     const query = req.query as Record<string, string | undefined>;
@@ -286,6 +313,19 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     },
     failWatches(count) {
       watchFailures = count;
+    },
+    holdRequests(match) {
+      let arrived = () => {};
+      let release = () => {};
+      const hold: Hold = { match, arrived: () => arrived(), released: new Promise<void>((r) => (release = r)) };
+      holds.push(hold);
+      return {
+        arrived: new Promise<void>((r) => (arrived = r)),
+        release: () => {
+          holds = holds.filter((h) => h !== hold);
+          release();
+        },
+      };
     },
     get goneAnswers() {
       return goneAnswers;
