@@ -8,6 +8,7 @@
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 import test from 'ava';
 import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from '../controller/src/kube/crd.js';
+import { PodDirectory } from '../controller/src/kube/pods.js';
 import { internalName, POLICY_FINALIZER, type PolicyObject, PolicySync } from '../controller/src/kube/policy-sync.js';
 import { NodeRegistry } from '../controller/src/nodes.js';
 import { PolicyEvents } from '../controller/src/policy/events.js';
@@ -176,4 +177,40 @@ test.serial('a controller restarted while a policy was created reconciles it on 
   const o = await until('late', (x) => condition(x as PolicyObject, 'Ready')?.status === 'True');
   t.truthy(o);
   t.true(scheduler.list().some((p) => p.metadata.name === internalName(NS, 'late')));
+});
+
+test.serial("pod labels for selectors come from the API server's pods, kept current by a watch", async (t) => {
+  const pods = new PodDirectory(api.kubeConfig(), (e) => errors.push(`pods: ${String(e)}`));
+  const core = api.kubeConfig(NS).makeApiClient(CoreV1Api);
+  const pod = (name: string, labels: Record<string, string>) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: NS, labels },
+    spec: { containers: [{ name: 'db', image: 'ferry-busybox' }] },
+  });
+  await core.createNamespacedPod({ namespace: NS, body: pod('orders-0', { app: 'orders', tier: 'data' }) });
+  await pods.start();
+  try {
+    t.deepEqual(pods.labelsOf(NS, 'orders-0'), { app: 'orders', tier: 'data' }, 'listed at start');
+    t.is(pods.labelsOf('billing', 'orders-0'), undefined, 'by namespace and name');
+    await core.createNamespacedPod({ namespace: NS, body: pod('orders-1', { app: 'orders' }) });
+    await core.patchNamespacedPod(
+      { namespace: NS, name: 'orders-0', body: { metadata: { labels: { tier: 'archive' } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await waitFor(
+      async () => [pods.labelsOf(NS, 'orders-1'), pods.labelsOf(NS, 'orders-0')?.tier],
+      ([added, tier]) => added !== undefined && tier === 'archive',
+      { what: 'the new pod and the relabelled one to be seen' },
+    );
+    await core.deleteNamespacedPod({ namespace: NS, name: 'orders-1' });
+    await waitFor(
+      async () => pods.labelsOf(NS, 'orders-1'),
+      (l) => l === undefined,
+      { what: 'the deleted pod to be forgotten' },
+    );
+    t.is(pods.labelsOf(NS, 'orders-0')?.app, 'orders', 'the merge patch kept the other label');
+  } finally {
+    await pods.stop();
+  }
 });

@@ -102,6 +102,22 @@ test('selects, namespaced (Kubernetes mode): only application containers of pods
   t.true(selects({ names: ['b3f1*'] }, 'a', cri('billing', 'x', 'y')), 'standalone selectors see every container by its own name');
 });
 
+test("selects, namespaced with the API server's pods at hand: labels are the pod's, looked up by namespace and pod name", (t) => {
+  const cri = (ns: string, pod: string) =>
+    container({ labels: { [CRI.namespace]: ns, [CRI.pod]: pod, [CRI.container]: 'db', [CRI.type]: 'container', tier: 'cache' } });
+  const pods: Record<string, Record<string, string>> = {
+    'shop/orders-7f9c': { app: 'orders', tier: 'data' },
+    'shop/web-1': { app: 'web' },
+  };
+  const lookup = (ns: string, pod: string) => pods[`${ns}/${pod}`];
+  t.true(selects({ namespace: 'shop', labels: { tier: 'data' } }, 'a', cri('shop', 'orders-7f9c'), lookup));
+  t.false(selects({ namespace: 'shop', labels: { tier: 'cache' } }, 'a', cri('shop', 'orders-7f9c'), lookup), "not the container's own");
+  t.false(selects({ namespace: 'shop', labels: { app: 'orders' } }, 'a', cri('shop', 'web-1'), lookup), 'another pod');
+  t.false(selects({ namespace: 'shop', labels: { app: 'orders' } }, 'a', cri('shop', 'gone-0'), lookup), 'a pod the API does not list');
+  t.true(selects({ namespace: 'shop', names: ['orders-*'], labels: { app: 'orders' } }, 'a', cri('shop', 'orders-7f9c'), lookup));
+  t.true(selects({ labels: { tier: 'cache' } }, 'a', cri('shop', 'orders-7f9c'), lookup), 'standalone selectors keep container labels');
+});
+
 const at = (minutesAgo: number) => new Date(Date.UTC(2026, 10, 26, 12, 0) - minutesAgo * 60_000).toISOString();
 const NOW = Date.UTC(2026, 10, 26, 12, 0);
 const cp = (id: string, minutesAgo: number, bytes = 100, parent?: string): RetainedCheckpoint => ({

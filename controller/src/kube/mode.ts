@@ -7,6 +7,7 @@ import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { LeaderElector } from './leader.js';
+import { PodDirectory } from './pods.js';
 import { PolicySync } from './policy-sync.js';
 
 export interface KubeModeConfig {
@@ -38,6 +39,7 @@ export function startKubeMode(
 ): KubeMode {
   const kc = loadKubeConfig(cfg.kubeconfig);
   let sync: PolicySync | undefined;
+  let pods: PodDirectory | undefined;
   let transitions = Promise.resolve();
   const then = (step: () => Promise<void>) => {
     transitions = transitions.then(step).catch((err: unknown) => deps.log(`kubernetes mode: ${String(err)}`));
@@ -52,6 +54,12 @@ export function startKubeMode(
     onStartedLeading: () =>
       then(async () => {
         deps.log(`${cfg.identity} leads (lease ${cfg.leaseNamespace}/${cfg.leaseName}): scheduling and reconciling policies`);
+        // Pods first: the first runs select by pod labels.
+        pods = new PodDirectory(kc, (e) => deps.log(`pod informer: ${String(e)}`));
+        await pods
+          .start()
+          .catch((e: unknown) => deps.log(`pod informer: ${String(e)}; selectors by pod label match nothing until it lists`));
+        deps.policies.usePodLabels(pods.labelsOf);
         deps.policies.start();
         sync = new PolicySync({
           kubeConfig: kc,
@@ -67,6 +75,9 @@ export function startKubeMode(
         await sync?.stop();
         sync = undefined;
         await deps.policies.stop();
+        deps.policies.usePodLabels(undefined);
+        await pods?.stop();
+        pods = undefined;
       }),
     onError: (err) => deps.log(`lease ${cfg.leaseNamespace}/${cfg.leaseName}: ${String(err)}`),
   });

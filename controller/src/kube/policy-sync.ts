@@ -10,16 +10,7 @@
  * - A spec the controller refuses (what CEL cannot check, e.g. adaptive min above max) leaves the last
  *   accepted spec scheduled and says so: Degraded=True, reason InvalidSpec, the message naming the field.
  */
-import {
-  CustomObjectsApi,
-  type Informer,
-  type KubeConfig,
-  type KubernetesObject,
-  makeInformer,
-  type ObjectCache,
-  PatchStrategy,
-  setHeaderOptions,
-} from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig, type KubernetesObject, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { isDeepStrictEqual } from 'node:util';
 import { isFerryError } from '../../../agent/src/errors.js';
 import type { PolicyEvents } from '../policy/events.js';
@@ -27,6 +18,7 @@ import type { PolicyScheduler } from '../policy/scheduler.js';
 import type { PolicySpec, PolicyStatus } from '../policy/types.js';
 import { CRD_GROUP, CRD_VERSION, POLICY_PLURAL } from './crd.js';
 import { EventRecorder, type EventTarget, kubeEventFor } from './events.js';
+import { ResilientInformer } from './informer.js';
 import { WorkQueue } from './workqueue.js';
 
 export const POLICY_FINALIZER = 'ferry.dev/checkpoints';
@@ -68,70 +60,40 @@ export interface PolicySyncOptions {
   onError?: (key: string, err: unknown) => void;
 }
 
-const WATCH_RETRY_MAX_MS = 30_000;
-
 export class PolicySync {
   private readonly api: CustomObjectsApi;
-  private readonly informer: Informer<PolicyObject> & ObjectCache<PolicyObject>;
+  private readonly watched: ResilientInformer<PolicyObject>;
   private readonly queue: WorkQueue;
   private readonly recorder: EventRecorder;
   /** Scheduler events of each policy, so that its status follows its runs. */
   private readonly followed = new Map<string, () => void>();
-  private stopped = false;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private retryMs: number;
-  private lastErrorAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: PolicySyncOptions) {
     this.api = opts.kubeConfig.makeApiClient(CustomObjectsApi);
     this.recorder = new EventRecorder(opts.kubeConfig, (err) => opts.onError?.('events', err));
     const path = `/apis/${CRD_GROUP}/${CRD_VERSION}/${POLICY_PLURAL}`;
-    this.informer = makeInformer<PolicyObject>(
+    this.watched = new ResilientInformer<PolicyObject>(
       opts.kubeConfig,
       path,
       () => this.api.listClusterCustomObject({ group: CRD_GROUP, version: CRD_VERSION, plural: POLICY_PLURAL }) as never,
+      { ...(opts.watchRetryMs ? { retryMs: opts.watchRetryMs } : {}), onError: (err) => opts.onError?.('informer', err) },
     );
     this.queue = new WorkQueue((key) => this.reconcile(key), {
       ...(opts.queueBaseDelayMs ? { baseDelayMs: opts.queueBaseDelayMs } : {}),
       onError: (key, err) => opts.onError?.(key, err),
     });
     const enqueue = (o: PolicyObject) => this.queue.add(`${o.metadata.namespace}/${o.metadata.name}`);
-    this.informer.on('add', enqueue);
-    this.informer.on('update', enqueue);
-    this.informer.on('delete', enqueue);
-    // client-node lists again by itself after 410 Gone, but any other error (the API server restarting,
-    // a 500, a refused connection) stops the informer for good: it is started again, with backoff.
-    this.retryMs = opts.watchRetryMs ?? 1_000;
-    this.informer.on('error', (err: unknown) => {
-      opts.onError?.('informer', err);
-      this.restartLater();
-    });
-  }
-
-  private restartLater(): void {
-    if (this.stopped || this.retryTimer) return;
-    // A quiet minute since the last error: the next one starts from the first wait again.
-    if (performance.now() - this.lastErrorAt > 2 * WATCH_RETRY_MAX_MS) this.retryMs = this.opts.watchRetryMs ?? 1_000;
-    this.lastErrorAt = performance.now();
-    const wait = this.retryMs;
-    this.retryMs = Math.min(this.retryMs * 2, WATCH_RETRY_MAX_MS);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      if (this.stopped) return;
-      this.informer.start().catch(() => this.restartLater());
-    }, wait);
+    this.watched.informer.on('add', enqueue);
+    this.watched.informer.on('update', enqueue);
+    this.watched.informer.on('delete', enqueue);
   }
 
   async start(): Promise<void> {
-    this.stopped = false;
-    await this.informer.start();
+    await this.watched.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    await this.informer.stop();
+    await this.watched.stop();
     await this.queue.stop();
     for (const off of this.followed.values()) off();
     this.followed.clear();
@@ -145,7 +107,7 @@ export class PolicySync {
   async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const internal = internalName(namespace, name);
-    const obj = this.informer.get(name, namespace);
+    const obj = this.watched.informer.get(name, namespace);
     if (!obj) {
       // Gone without our finalizer (created while no controller ran, and deleted since): forget it.
       await this.forget(internal);
@@ -235,7 +197,7 @@ export class PolicySync {
       this.opts.events.subscribe(internal, (e) => {
         this.queue.add(key);
         const kind = kubeEventFor(e);
-        const obj = this.informer.get(name, namespace);
+        const obj = this.watched.informer.get(name, namespace);
         if (kind && obj) void this.recorder.record(target(obj), kind.type, kind.reason, e.message);
       }),
     );

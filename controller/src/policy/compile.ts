@@ -116,20 +116,27 @@ export const CRI = {
   type: 'io.kubernetes.cri.container-type',
 } as const;
 
+/** A pod's labels as the API server has them; undefined for a pod it does not list. */
+export type PodLabelLookup = (namespace: string, pod: string) => Record<string, string> | undefined;
+
 /**
  * Whether a running container on `node` is one the selector protects. A namespaced selector (a
  * CheckpointPolicy object in Kubernetes mode) sees only the application containers of pods in its own
  * namespace, never their sandboxes, and its names match pod names or the pods' container names: a
- * policy in one namespace cannot reach containers of another.
+ * policy in one namespace cannot reach containers of another. Its labels are its pods' labels when the
+ * API server's are at hand (podLabels), else the container's own.
  */
-export function selects(selector: PolicySelector, node: string, c: ContainerInfo): boolean {
+export function selects(selector: PolicySelector, node: string, c: ContainerInfo, podLabels?: PodLabelLookup): boolean {
   if (c.state !== 'running') return false;
   if (selector.nodes && !selector.nodes.includes(node)) return false;
   if (selector.runtime && selector.runtime !== c.runtime) return false;
   const names = selector.namespace ? podNamesOf(selector.namespace, c) : [c.name];
   if (!names) return false;
   if (selector.names && !selector.names.some((n) => names.some((name) => globToRegExp(n).test(name)))) return false;
-  if (selector.labels && !Object.entries(selector.labels).every(([k, v]) => c.labels?.[k] === v)) return false;
+  if (selector.labels) {
+    const labels = selector.namespace && podLabels ? podLabels(selector.namespace, c.labels?.[CRI.pod] ?? '') : c.labels;
+    if (!Object.entries(selector.labels).every(([k, v]) => labels?.[k] === v)) return false;
+  }
   return true;
 }
 

@@ -11,7 +11,7 @@ import { FerryError, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo, RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import { type PolicyRepo, policyContainerKey } from '../store/policies.js';
-import { type CompiledPolicy, compilePolicy, selects } from './compile.js';
+import { type CompiledPolicy, compilePolicy, type PodLabelLookup, selects } from './compile.js';
 import { adaptiveInterval, formatDuration } from './interval.js';
 import { nextCronTime } from './cron.js';
 import { PolicyCheckpointer, type Target } from './checkpointer.js';
@@ -53,6 +53,8 @@ export class PolicyScheduler {
   private halted = false;
   private starting: Promise<void> = Promise.resolve();
   private readonly inFlight = new Map<string, Promise<PolicyRun>>();
+  /** Kubernetes mode: pod labels from the API server, for namespaced selectors (kube/pods.ts). */
+  private podLabels: PodLabelLookup | undefined;
   private readonly jitterFraction: number;
   private readonly maxJitterMs: number;
   private readonly maxBackoffMs: number;
@@ -162,6 +164,11 @@ export class PolicyScheduler {
    * asking agents about journaled checkpoints must not hold up the API when a node is down.
    */
   /** Starts (again, after a stop: a controller that becomes the leader once more). */
+  /** Namespaced selectors' labels become their pods' labels, looked up here (Kubernetes mode); undefined: the containers' own. */
+  usePodLabels(lookup: PodLabelLookup | undefined): void {
+    this.podLabels = lookup;
+  }
+
   start(): void {
     this.halted = false;
     this.starting = this.recover()
@@ -381,7 +388,7 @@ export class PolicyScheduler {
         try {
           const containers = await this.listContainers(n.name, sel.runtime);
           return containers
-            .filter((c) => selects(sel, n.name, c) && !fenced.has(`${n.name}/${c.id}`))
+            .filter((c) => selects(sel, n.name, c, this.podLabels) && !fenced.has(`${n.name}/${c.id}`))
             .map((container) => ({ node: n.name, container }));
         } catch (err) {
           failures.push(asPolicyError(err, `listing containers on ${n.name}`));
