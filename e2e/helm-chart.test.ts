@@ -30,13 +30,14 @@ async function validateKind(m: Manifest): Promise<void> {
 interface Container {
   args: string[];
   image: string;
-  env: { name: string; valueFrom?: { fieldRef?: unknown } }[];
+  env: { name: string; valueFrom?: { fieldRef?: unknown; secretKeyRef?: { name: string; key: string } } }[];
   securityContext: { allowPrivilegeEscalation?: boolean; privileged?: boolean };
 }
 interface Workload {
   spec: {
     replicas?: number;
     template: {
+      metadata?: { labels?: Record<string, string> };
       spec: {
         hostPID?: boolean;
         containers: Container[];
@@ -87,6 +88,12 @@ test('controller: two replicas with leader election, non-root, tokens from the s
   const c = d.spec.template.spec.containers[0] as Container;
   t.true(c.args.includes('--kube'));
   t.truthy(c.env.find((e) => e.name === 'POD_NAME')?.valueFrom?.fieldRef);
+  // It finds the agents through the API: its selector picks exactly the agent DaemonSet's pods.
+  const agents = one<Workload>(r, 'DaemonSet').spec.template.metadata?.labels ?? {};
+  const selector = c.args.find((a) => a.startsWith('--agent-selector='))?.slice('--agent-selector='.length) ?? '';
+  t.deepEqual(Object.fromEntries(selector.split(',').map((kv) => kv.split('='))), agents);
+  t.true(c.args.includes('--agent-port=7070'));
+  t.is(c.env.find((e) => e.name === 'FERRY_AGENT_TOKEN')?.valueFrom?.secretKeyRef?.key, 'agent-token');
   t.is(c.securityContext.allowPrivilegeEscalation, false);
   t.true(d.spec.template.spec.securityContext.runAsNonRoot);
 });

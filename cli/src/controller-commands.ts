@@ -2,6 +2,7 @@
 import os from 'node:os';
 import type { SshRoute } from '../../agent/src/ssh-tunnel.js';
 import { type Command, Option } from 'commander';
+import { DEFAULT_AGENT_PORT } from '../../agent/src/config.js';
 import { FerryError } from '../../agent/src/errors.js';
 import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.js';
 import { ControllerClient } from '../../controller/src/client.js';
@@ -90,6 +91,9 @@ interface ControllerFlags {
   leaseDuration: number;
   renewDeadline: number;
   retryPeriod: number;
+  agentSelector?: string;
+  agentNamespace?: string;
+  agentPort: number;
 }
 
 export function addControllerCommands(program: Command, ctx: CliContext): void {
@@ -119,6 +123,9 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .option('--lease-duration <ms>', 'a leader silent this long is replaced', positiveInt('--lease-duration'), 15_000)
     .option('--renew-deadline <ms>', 'a leader that has not renewed for this long stops acting', positiveInt('--renew-deadline'), 10_000)
     .option('--retry-period <ms>', 'how often the Lease is renewed or tried', positiveInt('--retry-period'), 2_000)
+    .option('--agent-selector <labels>', 'with --kube: register the agent pods with these labels as nodes (token: $FERRY_AGENT_TOKEN)')
+    .option('--agent-namespace <ns>', 'namespace of the agent pods (default: the Lease namespace)')
+    .option('--agent-port <port>', 'port the agents listen on', positiveInt('--agent-port'), DEFAULT_AGENT_PORT)
     .option('--allow-plain-http', 'serve plain HTTP on a non-loopback address (development on a trusted network only)')
     .action(async (opts: ControllerFlags) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
@@ -127,6 +134,17 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
           details: { field: '--renew-deadline' },
         });
       }
+      if (opts.agentSelector && !opts.kube) {
+        throw new FerryError('bad_request', '--agent-selector needs --kube', { details: { field: '--agent-selector' } });
+      }
+      const agentToken = process.env.FERRY_AGENT_TOKEN;
+      if (opts.agentSelector && !agentToken) {
+        throw new FerryError('bad_request', "--agent-selector needs the agents' token in $FERRY_AGENT_TOKEN", {
+          details: { field: 'FERRY_AGENT_TOKEN' },
+        });
+      }
+      const tls = Boolean(program.opts<TlsFlags>().tlsCa);
+      const leaseNamespace = opts.leaseNamespace ?? process.env.POD_NAMESPACE ?? 'ferry-system';
       const cfg = controllerConfig({
         ...(opts.listen ? { listen: opts.listen } : {}),
         ...(opts.database ? { database: opts.database } : {}),
@@ -139,12 +157,23 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
           ? {
               kube: {
                 ...(opts.kubeconfig ? { kubeconfig: opts.kubeconfig } : {}),
-                leaseNamespace: opts.leaseNamespace ?? process.env.POD_NAMESPACE ?? 'ferry-system',
+                leaseNamespace,
                 leaseName: opts.leaseName,
                 identity: opts.identity ?? process.env.POD_NAME ?? `${os.hostname()}-${process.pid}`,
                 leaseDurationMs: opts.leaseDuration,
                 renewDeadlineMs: opts.renewDeadline,
                 retryPeriodMs: opts.retryPeriod,
+                ...(opts.agentSelector && agentToken
+                  ? {
+                      agents: {
+                        namespace: opts.agentNamespace ?? leaseNamespace,
+                        labelSelector: opts.agentSelector,
+                        port: opts.agentPort,
+                        token: agentToken,
+                        scheme: tls ? ('https' as const) : ('http' as const),
+                      },
+                    }
+                  : {}),
               },
             }
           : {}),

@@ -61,6 +61,7 @@ export async function startController(cfg: ControllerConfig, logger: Logging = t
     ? (await import('./kube/mode.js')).startKubeMode(cfg.kube, {
         policies,
         events: policyEvents,
+        nodes,
         log: (l) => (logger ? app.log.info(l) : console.error(l)),
       })
     : undefined;

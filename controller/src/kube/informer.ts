@@ -18,6 +18,8 @@ const RETRY_MAX_MS = 30_000;
 export interface ResilientInformerOptions {
   /** First wait before the watch is started again after an error (default 1 s). */
   retryMs?: number;
+  /** Only objects with these labels (a label selector, as kubectl -l takes it). */
+  labelSelector?: string;
   onError?: (err: unknown) => void;
 }
 
@@ -34,7 +36,7 @@ export class ResilientInformer<T extends KubernetesObject> {
     list: ListPromise<T>,
     private readonly opts: ResilientInformerOptions = {},
   ) {
-    this.informer = makeInformer<T>(kubeConfig, path, list);
+    this.informer = makeInformer<T>(kubeConfig, path, list, opts.labelSelector);
     this.retryMs = opts.retryMs ?? 1_000;
     this.informer.on('error', (err: unknown) => {
       opts.onError?.(err);

@@ -4,8 +4,10 @@
  * stops both before anything else happens, one transition at a time.
  */
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { NodeRegistry } from '../nodes.js';
 import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
+import { AgentDiscovery, type AgentDiscoveryConfig } from './agents.js';
 import { LeaderElector } from './leader.js';
 import { PodDirectory } from './pods.js';
 import { PolicySync } from './policy-sync.js';
@@ -19,6 +21,8 @@ export interface KubeModeConfig {
   leaseDurationMs: number;
   renewDeadlineMs: number;
   retryPeriodMs: number;
+  /** Register the agent pods this picks as nodes (agents.ts); without it, nodes are added by hand. */
+  agents?: AgentDiscoveryConfig;
 }
 
 export interface KubeMode {
@@ -35,9 +39,11 @@ export function loadKubeConfig(file?: string): KubeConfig {
 
 export function startKubeMode(
   cfg: KubeModeConfig,
-  deps: { policies: PolicyScheduler; events: PolicyEvents; log: (line: string) => void },
+  deps: { policies: PolicyScheduler; events: PolicyEvents; nodes: NodeRegistry; log: (line: string) => void },
 ): KubeMode {
   const kc = loadKubeConfig(cfg.kubeconfig);
+  const agents = cfg.agents ? new AgentDiscovery(kc, deps.nodes, cfg.agents, deps.log) : undefined;
+  agents?.start().catch((e: unknown) => deps.log(`agent pods: ${String(e)}; trying again`));
   let sync: PolicySync | undefined;
   let pods: PodDirectory | undefined;
   let transitions = Promise.resolve();
@@ -85,6 +91,7 @@ export function startKubeMode(
   return {
     isLeader: () => elector.isLeader,
     async stop() {
+      await agents?.stop();
       await elector.stop();
       await transitions;
     },
