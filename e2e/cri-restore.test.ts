@@ -80,11 +80,12 @@ test.after.always(async () => {
 
 const client = (n: string) => cri.get(n) as CriClient;
 
-/** What kubelet would send for a pod named `name` with uid `uid`. */
-const podConfig = (name: string, uid: string): PodSandboxConfig => ({
+/** What kubelet would send for a pod named `name` with uid `uid`: the pod's annotations go on the sandbox. */
+const podConfig = (name: string, uid: string, annotations: Record<string, string> = {}): PodSandboxConfig => ({
   metadata: { name, uid, namespace: 'default', attempt: 0 },
   hostname: name,
   labels: { app: 'counter' },
+  annotations,
   linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
 });
 
@@ -92,11 +93,10 @@ const podConfig = (name: string, uid: string): PodSandboxConfig => ({
  * What kubelet would send for the pod's container. Its own PID namespace matters to a restore: CRIU gives
  * the processes back their PIDs, which in a namespace shared with the pod could be taken already.
  */
-const containerConfig = (command: string[], annotations: Record<string, string> = {}): ContainerConfig => ({
+const containerConfig = (command: string[]): ContainerConfig => ({
   metadata: { name: 'count' },
   image: { image: CTR_IMAGE },
   command,
-  annotations,
   linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
 });
 
@@ -149,20 +149,18 @@ test.serial(
     );
     await cluster.node('a').agent.send(ck.id, { url: cluster.node('b').url, token: cluster.node('b').token });
 
-    // The replacement pod, as the controller will create it pinned to b: same container, the annotation.
-    const podB = podConfig('counter', 'uid-b');
+    // The replacement pod, as the controller creates it pinned to b: same container, and the pod annotation
+    // naming the checkpoint for the container called `count`. kubelet puts pod annotations on the sandbox
+    // config only; containerd's pod_annotations hands them to the container's spec, and ferry-runc leaves
+    // the sandbox's pause container alone.
+    const podB = podConfig('counter', 'uid-b', { 'ferry.dev/restore-from.count': ck.id });
     const sandboxB = await runPod('b', podB);
     const ip = (await client('b').podSandboxStatus(sandboxB)).network.ip;
     t.true(ip.startsWith('10.89.2.'), `the pod on b has an address of b's network (${ip})`);
-    const containerB = await client('b').createContainer(
-      sandboxB,
-      containerConfig(['sleep', '1000'], { 'ferry.dev/restore-from': ck.id }),
-      podB,
-    );
+    const containerB = await client('b').createContainer(sandboxB, containerConfig(['sleep', '1000']), podB);
     await client('b').startContainer(containerB);
     const status = await client('b').containerStatus(containerB);
     t.is(status.state, 'CONTAINER_RUNNING');
-    t.is(status.annotations['ferry.dev/restore-from'], ck.id);
 
     const first = await count('b', containerB);
     t.true(first >= before, `the count resumes from the checkpoint (${first} after ${before} on a), not from 0`);
@@ -179,8 +177,9 @@ test.serial(
   },
 );
 
-test.serial('CRI: without the annotation the ferry handler runs the container as runc would', async (t) => {
-  const pod = podConfig('plain', 'uid-plain');
+test.serial('CRI: without an annotation for it the ferry handler runs the container as runc would', async (t) => {
+  // The pod names a checkpoint for another of its containers only.
+  const pod = podConfig('plain', 'uid-plain', { 'ferry.dev/restore-from.sidecar': 'ck-not-for-count' });
   const sandbox = await runPod('b', pod);
   const id = await client('b').createContainer(sandbox, containerConfig(COUNTER_ARGV), pod);
   await client('b').startContainer(id);

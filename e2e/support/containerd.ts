@@ -149,6 +149,7 @@ async function criConfig(dir: string, node: string, runcBase: string, cri: { sub
     `${runtimes}.${CRI_HANDLER}]`,
     '  runtime_type = "io.containerd.runc.v2"',
     '  container_annotations = ["ferry.dev/*"]',
+    '  pod_annotations = ["ferry.dev/*"]',
     `${runtimes}.${CRI_HANDLER}.options]`,
     `  BinaryName = "${FERRY_RUNC}"`,
     `  Root = "${runcBase}"`,
