@@ -11,7 +11,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { AgentClient } from '../agent/src/client.js';
 import { isFerryError } from '../agent/src/errors.js';
 import { startTestAgent, type TestAgent } from './support/agent.js';
-import { runcCount, runcRemove, startRuncCounter } from './support/runc.js';
+import { runcCount, runcRemove, runcState, startRuncCounter } from './support/runc.js';
 import { expectCountResumed, waitFor } from './support/workload.js';
 
 let agent: TestAgent;
@@ -108,6 +108,21 @@ test.serial("a bundle touched after the checkpoint is not reused: the restore un
   // The count file comes from the checkpoint's rootfs and the process's memory, not from the edit.
   const { next } = await expectCountResumed(() => runcCount(id), before);
   t.true(next > before);
+});
+
+test.serial('a hold released with kill: the frozen container is killed, never thawed to run on', async (t) => {
+  const id = await counter('hold-kill');
+  const hold = await agent.client.hold({ containers: [{ runtime: 'runc', container: id }], ttlMs: 60_000 });
+  t.is(await runcState(id), 'paused');
+  const released = await agent.client.releaseHold(hold.id, { kill: true });
+  t.is(released.id, hold.id);
+  await waitFor(
+    () => runcState(id),
+    (s) => s === 'stopped' || s === undefined,
+    { what: `${id} to be dead after its hold was released with kill` },
+  );
+  const again = await t.throwsAsync(agent.client.releaseHold(hold.id));
+  t.regex(again?.message ?? '', /no hold/);
 });
 
 test.serial('a flipped byte in an image: restore refuses with checkpoint_corrupt and nothing changes', async (t) => {

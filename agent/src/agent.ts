@@ -223,8 +223,8 @@ export class Agent {
     return this.holds.hold(targets, p.ttlMs);
   }
 
-  releaseHold(id: string): Promise<Hold> {
-    return this.holds.release(id);
+  releaseHold(id: string, opts: { kill?: boolean } = {}): Promise<Hold> {
+    return this.holds.release(id, opts);
   }
 
   /** Thaws whatever coordinated checkpoints still hold: an agent going away must not leave workloads frozen. */

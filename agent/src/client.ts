@@ -40,8 +40,9 @@ export class AgentClient extends ApiClient {
   hold(p: HoldParams): Promise<Hold> {
     return this.json('POST', '/v1/holds', p);
   }
-  releaseHold(id: string): Promise<Hold> {
-    return this.json('DELETE', `/v1/holds/${encodeURIComponent(id)}`);
+  /** kill: the held containers' processes are killed first and never run again. */
+  releaseHold(id: string, opts: { kill?: boolean } = {}): Promise<Hold> {
+    return this.json('DELETE', `/v1/holds/${encodeURIComponent(id)}${opts.kill ? '?kill=true' : ''}`);
   }
   checkpoint(p: CheckpointParams): Promise<Manifest> {
     return this.json('POST', '/v1/checkpoints', p, true);

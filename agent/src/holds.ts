@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { FerryError } from './errors.js';
+import type { Thaw } from './runtimes/freezer.js';
 import type { ContainerInfo, RuntimeDriver, RuntimeName } from './runtimes/types.js';
 
 export interface HeldContainer {
@@ -26,7 +27,7 @@ export interface Hold {
 
 interface ActiveHold {
   hold: Hold;
-  thaws: (() => Promise<void>)[];
+  thaws: Thaw[];
   timer: NodeJS.Timeout;
 }
 
@@ -73,7 +74,7 @@ export class HoldRegistry {
         });
       }
     }
-    const thaws: (() => Promise<void>)[] = [];
+    const thaws: Thaw[] = [];
     try {
       for (const { driver, container } of targets) thaws.push(await (driver.freeze as NonNullable<RuntimeDriver['freeze']>)(container));
     } catch (err) {
@@ -99,8 +100,11 @@ export class HoldRegistry {
     return [...this.active.values()].some((a) => a.hold.containers.some((c) => keyOf(c.runtime, c.id) === key));
   }
 
-  /** Thaws the group; every thaw is tried even when one fails. */
-  async release(id: string): Promise<Hold> {
+  /**
+   * Thaws the group; every thaw is tried even when one fails. kill: the held containers' tasks are killed
+   * first and never run again (a pod migration's source, once its copy runs elsewhere).
+   */
+  async release(id: string, opts: { kill?: boolean } = {}): Promise<Hold> {
     const a = this.active.get(id);
     if (!a) {
       throw new FerryError('not_found', `no hold ${id} on this node (released already, or expired)`, {
@@ -110,7 +114,7 @@ export class HoldRegistry {
     this.active.delete(id);
     clearTimeout(a.timer);
     await this.record();
-    const failed = (await Promise.allSettled(a.thaws.map((thaw) => thaw()))).filter((r) => r.status === 'rejected');
+    const failed = (await Promise.allSettled(a.thaws.map((thaw) => thaw(opts)))).filter((r) => r.status === 'rejected');
     if (failed.length) {
       throw new FerryError(
         'runtime_failed',

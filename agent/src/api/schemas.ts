@@ -226,8 +226,9 @@ export const routes = {
     response: { 201: { type: 'object', additionalProperties: true }, ...errors },
   },
   releaseHold: {
-    summary: 'Thaw the containers of a hold',
+    summary: 'Thaw the containers of a hold; with kill=true their processes are killed first and never run again',
     params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^h-[a-z0-9]+-[0-9a-f]{6}$' } } },
+    querystring: { type: 'object', additionalProperties: false, properties: { kill: { type: 'boolean', default: false } } },
     response: { 200: { type: 'object', additionalProperties: true }, ...errors },
   },
   createCheckpoint: {

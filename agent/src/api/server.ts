@@ -78,7 +78,9 @@ export async function buildAgentApi({ agent, token, logger = false, tls }: ApiOp
   app.post<{ Body: HoldParams }>('/v1/holds', { schema: routes.hold }, async (req, reply) =>
     reply.status(201).send(await measured(metrics, 'hold', () => agent.hold(req.body))),
   );
-  app.delete<{ Params: { id: string } }>('/v1/holds/:id', { schema: routes.releaseHold }, async (req) => agent.releaseHold(req.params.id));
+  app.delete<{ Params: { id: string }; Querystring: { kill?: boolean } }>('/v1/holds/:id', { schema: routes.releaseHold }, async (req) =>
+    agent.releaseHold(req.params.id, { kill: req.query.kill === true }),
+  );
   app.delete<{ Params: { id: string } }>('/v1/checkpoints/:id', { schema: routes.deleteCheckpoint }, async (req, reply) => {
     await measured(metrics, 'delete-checkpoint', () => agent.deleteCheckpoint(req.params.id));
     return reply.status(204).send();

@@ -19,6 +19,25 @@ interface Freezer {
   freeze(): Promise<void>;
   thaw(): Promise<void>;
   isFrozen(): Promise<boolean>;
+  /** SIGKILL to every task in the cgroup; frozen, they die as they are thawed, before running anything. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Thaws what holdFrozen froze. kill: every task is sent SIGKILL first, so that none runs another
+ * instruction (a pod migrated away while held: its copy runs elsewhere now).
+ */
+export type Thaw = (opts?: { kill?: boolean }) => Promise<void>;
+
+async function killAll(procsFile: string): Promise<void> {
+  const pids = (await readFile(procsFile, 'utf8')).split('\n').filter(Boolean).map(Number);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  }
 }
 
 /** Parses /proc/<pid>/cgroup into the freezer of the unified (v2) or the legacy (v1 freezer) hierarchy. */
@@ -26,11 +45,13 @@ export function freezerFromProcCgroup(procCgroup: string, root = CGROUP_ROOT): F
   const lines = procCgroup.split('\n').filter(Boolean);
   const v1 = lines.map((l) => l.split(':')).find(([, controllers]) => controllers?.split(',').includes('freezer'));
   if (v1?.[2]) {
-    const state = path.join(root, 'freezer', v1[2], 'freezer.state');
+    const dir = path.join(root, 'freezer', v1[2]);
+    const state = path.join(dir, 'freezer.state');
     return {
       freeze: () => writeFile(state, 'FROZEN'),
       thaw: () => writeFile(state, 'THAWED'),
       isFrozen: async () => (await readFile(state, 'utf8')).trim() === 'FROZEN',
+      kill: () => killAll(path.join(dir, 'cgroup.procs')),
     };
   }
   const unified = lines.map((l) => l.split(':')).find(([hierarchy, controllers]) => hierarchy === '0' && controllers === '');
@@ -40,13 +61,19 @@ export function freezerFromProcCgroup(procCgroup: string, root = CGROUP_ROOT): F
       freeze: () => writeFile(path.join(dir, 'cgroup.freeze'), '1'),
       thaw: () => writeFile(path.join(dir, 'cgroup.freeze'), '0'),
       isFrozen: async () => /^frozen 1$/m.test(await readFile(path.join(dir, 'cgroup.events'), 'utf8')),
+      // cgroup.kill (5.14) reaches nested cgroups too; before it, the cgroup's own tasks.
+      kill: () =>
+        writeFile(path.join(dir, 'cgroup.kill'), '1').catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+          return killAll(path.join(dir, 'cgroup.procs'));
+        }),
     };
   }
   return undefined;
 }
 
 /** Freezes the cgroup of `pid` and resolves once every task in it is frozen; returns the thaw. */
-export async function holdFrozen(pid: number, name: string): Promise<() => Promise<void>> {
+export async function holdFrozen(pid: number, name: string): Promise<Thaw> {
   const freezer = freezerFromProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'));
   if (!freezer) {
     throw new FerryError('unsupported', `${name} has no cgroup freezer to hold it still during a leave-running checkpoint`, {
@@ -65,7 +92,10 @@ export async function holdFrozen(pid: number, name: string): Promise<() => Promi
     }
     await sleep(FREEZE_POLL_MS);
   }
-  return () => freezer.thaw();
+  return async (opts) => {
+    if (opts?.kill) await freezer.kill();
+    await freezer.thaw();
+  };
 }
 
 /**

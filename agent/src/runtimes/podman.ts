@@ -19,7 +19,7 @@ import { type CriuDumpStats, type CriuRestoreStats, PAGE_SIZE, readDumpStats } f
 import { FerryError, isFerryError } from '../errors.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
-import { freezeBeforeDump, holdFrozen, thawPid } from './freezer.js';
+import { freezeBeforeDump, holdFrozen, type Thaw, thawPid } from './freezer.js';
 import { linkOrCopyTree, packUpperDir, unpackUpperDir } from './overlay.js';
 import { twinCreateArgs } from './podman-twin.js';
 import {
@@ -464,7 +464,7 @@ export class PodmanDriver implements RuntimeDriver {
   }
 
   /** The raw cgroup freezer: `podman pause` would make podman refuse to checkpoint the container. */
-  async freeze(c: ContainerInfo): Promise<() => Promise<void>> {
+  async freeze(c: ContainerInfo): Promise<Thaw> {
     return holdFrozen(await this.pidOf(c), c.name);
   }
 

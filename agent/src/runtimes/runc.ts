@@ -12,7 +12,7 @@ import { relevantCriuLogLines } from '../criu/log.js';
 import { FerryError } from '../errors.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { bundleFingerprint } from './fingerprint.js';
-import { freezeBeforeDump } from './freezer.js';
+import { freezeBeforeDump, type Thaw } from './freezer.js';
 import { type PageServer, startLazyDump, startLazyPagesDaemon } from './lazy.js';
 import {
   type CheckpointOutcome,
@@ -484,10 +484,13 @@ export class RuncDriver implements RuntimeDriver {
   }
 
   /** runc's own pause (the cgroup freezer), which its checkpoint accepts and leaves paused. */
-  async freeze(container: ContainerInfo): Promise<() => Promise<void>> {
+  async freeze(container: ContainerInfo): Promise<Thaw> {
     await this.runc(['pause', container.id]);
-    return async () => {
-      await this.runc(['resume', container.id]);
+    return async (opts) => {
+      // runc thaws a paused container it sends SIGKILL to, so that the signal lands (cgroup v1 freezer);
+      // the init dies, and its PID namespace with it, before running anything more.
+      if (opts?.kill) await this.runc(['kill', container.id, 'KILL']);
+      else await this.runc(['resume', container.id]);
     };
   }
 

@@ -3,6 +3,7 @@
  * wants CRIU images; the agent's image store decides where checkpoints live and what is kept.
  */
 import type { CriuDumpStats, CriuRestoreStats } from '../criu/stats.js';
+import type { Thaw } from './freezer.js';
 import type { PageServer } from './lazy.js';
 
 export const RUNTIME_NAMES = ['runc', 'podman', 'docker'] as const;
@@ -145,7 +146,7 @@ export interface RuntimeDriver {
   /** Stops and removes a container (cleanup after migration, tests). Missing containers are not an error. */
   remove(ref: string): Promise<void>;
   /** Freezes a running container and returns its thaw; absent where a frozen container cannot be checkpointed (docker). */
-  freeze?(container: ContainerInfo): Promise<() => Promise<void>>;
+  freeze?(container: ContainerInfo): Promise<Thaw>;
   /** Thaws a container frozen by `freeze` in an earlier life of the agent (killed while holding it). */
   thaw?(container: ContainerInfo): Promise<void>;
 }
