@@ -144,6 +144,7 @@ test.serial(
     t.deepEqual(midway.metadata.finalizers, [POLICY_FINALIZER], 'the finalizer landed before the status write');
     t.is(midway.status?.observedGeneration, undefined);
     await killLeader();
+    await statusWrite.abandoned;
     statusWrite.release();
 
     await startReplica('three');
@@ -158,6 +159,7 @@ test.serial(
     await custom().deleteNamespacedCustomObject({ ...at, name });
     await unfinalize.arrived;
     await killLeader();
+    await unfinalize.abandoned;
     unfinalize.release();
     t.truthy(((await custom().getNamespacedCustomObject({ ...at, name })) as PolicyObject).metadata.deletionTimestamp);
 

@@ -13,6 +13,9 @@ export type ErrorCode =
   | 'node_not_found'
   | 'image_not_found'
   | 'migration_not_found'
+  | 'pod_not_found'
+  | 'not_leader'
+  | 'timeout'
   | 'runtime_unavailable'
   | 'node_unreachable'
   | 'transfer_failed'
@@ -41,6 +44,12 @@ const statusOf: Record<ErrorCode, number> = {
   node_not_found: 404,
   image_not_found: 404,
   migration_not_found: 404,
+  /** Kubernetes mode: no such pod in the API server. */
+  pod_not_found: 404,
+  /** Kubernetes mode: only the replica holding the Lease moves pods; another one answers this. */
+  not_leader: 503,
+  /** Something another system had to do (a pod to start) did not happen in time. */
+  timeout: 504,
   runtime_unavailable: 503,
   /** A peer agent or the agent a controller calls does not answer. */
   node_unreachable: 503,

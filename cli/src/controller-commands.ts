@@ -94,6 +94,7 @@ interface ControllerFlags {
   agentSelector?: string;
   agentNamespace?: string;
   agentPort: number;
+  runtimeClass: string;
 }
 
 export function addControllerCommands(program: Command, ctx: CliContext): void {
@@ -126,6 +127,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .option('--agent-selector <labels>', 'with --kube: register the agent pods with these labels as nodes (token: $FERRY_AGENT_TOKEN)')
     .option('--agent-namespace <ns>', 'namespace of the agent pods (default: the Lease namespace)')
     .option('--agent-port <port>', 'port the agents listen on', positiveInt('--agent-port'), DEFAULT_AGENT_PORT)
+    .option('--runtime-class <name>', "with --kube: the RuntimeClass of ferry-runc, for a pod migration's replacement pod", 'ferry')
     .option('--allow-plain-http', 'serve plain HTTP on a non-loopback address (development on a trusted network only)')
     .action(async (opts: ControllerFlags) => {
       const { controllerToken } = program.opts<{ controllerToken?: string }>();
@@ -163,6 +165,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
                 leaseDurationMs: opts.leaseDuration,
                 renewDeadlineMs: opts.renewDeadline,
                 retryPeriodMs: opts.retryPeriod,
+                runtimeClass: opts.runtimeClass,
                 ...(opts.agentSelector && agentToken
                   ? {
                       agents: {

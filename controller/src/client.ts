@@ -32,6 +32,10 @@ export class ControllerClient extends ApiClient {
   async migrate(p: MigrateParams): Promise<MigrationRecord> {
     return (await this.json<{ id: string; migration: MigrationRecord }>('POST', '/migrate', p)).migration;
   }
+  /** Kubernetes mode, on the replica holding the Lease: a pod's containers move together. */
+  async migratePod(p: { pod: { namespace: string; name: string }; targetNode: string; readyTimeoutMs?: number }): Promise<MigrationRecord> {
+    return (await this.json<{ id: string; migration: MigrationRecord }>('POST', '/migrate', p)).migration;
+  }
   migration(id: string): Promise<MigrationRecord> {
     return this.json('GET', `/migrations/${encodeURIComponent(id)}`);
   }

@@ -62,6 +62,7 @@ export async function startController(cfg: ControllerConfig, logger: Logging = t
         policies,
         events: policyEvents,
         nodes,
+        orchestrator,
         log: (l) => (logger ? app.log.info(l) : console.error(l)),
       })
     : undefined;

@@ -8,7 +8,7 @@ const nodeName = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } as con
 const containerRef = { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$' } as const;
 const migrationId = { type: 'string', pattern: '^m-[a-z0-9]+-[0-9a-f]{6}$' } as const;
 
-const errors = Object.fromEntries([400, 401, 404, 409, 500, 501, 502, 503].map((s) => [s, { $ref: 'Error#' }]));
+const errors = Object.fromEntries([400, 401, 404, 409, 500, 501, 502, 503, 504].map((s) => [s, { $ref: 'Error#' }]));
 
 const migration = {
   $id: 'Migration',
@@ -90,12 +90,30 @@ export const routes = {
     response: { 200: { type: 'object', additionalProperties: true }, ...errors },
   },
   migrate: {
-    summary: 'Start a live migration; follow it with GET /migrations/:id or its event stream',
+    summary:
+      'Start a live migration of a container, or (Kubernetes mode, on the Lease holder) of a pod; follow it with GET /migrations/:id or its event stream',
     body: {
       type: 'object',
-      required: ['container', 'targetNode'],
+      required: ['targetNode'],
       additionalProperties: false,
       properties: {
+        pod: {
+          type: 'object',
+          required: ['namespace', 'name'],
+          additionalProperties: false,
+          description: 'a pod instead of a container (Kubernetes mode): its containers move together, by stop-and-copy',
+          properties: {
+            namespace: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' },
+            name: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$' },
+          },
+        },
+        readyTimeoutMs: {
+          type: 'integer',
+          minimum: 1_000,
+          maximum: 300_000,
+          default: 120_000,
+          description: 'pods: how long the replacement may take to run and be Ready before the migration rolls back',
+        },
         container: {
           type: 'object',
           required: ['node', 'runtime'],

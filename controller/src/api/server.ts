@@ -4,9 +4,16 @@ import type { SshRoute } from '../../../agent/src/ssh-tunnel.js';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { createBaseApi, type Logging } from '../../../agent/src/api/base.js';
+import { FerryError } from '../../../agent/src/errors.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { Orchestrator } from '../migration/orchestrator.js';
-import { isFinished, type MigrationEvent, type MigrationRequest } from '../migration/types.js';
+import {
+  isFinished,
+  type MigrationEvent,
+  type MigrationRecord,
+  type MigrationRequest,
+  type PodMigrationRequest,
+} from '../migration/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { registerPolicyRoutes } from './policy-routes.js';
@@ -63,8 +70,8 @@ export async function buildControllerApi({
     async (req) => ({ containers: await nodes.client(req.params.name).containers(req.query.runtime) }),
   );
 
-  app.post<{ Body: MigrationRequest }>('/migrate', { schema: routes.migrate }, async (req, reply) => {
-    const m = await orchestrator.start(req.body);
+  app.post<{ Body: MigrationBody }>('/migrate', { schema: routes.migrate }, async (req, reply) => {
+    const m = await startMigration(orchestrator, req.body);
     return reply.status(202).header('location', `/migrations/${m.id}`).send({ id: m.id, migration: m });
   });
   app.get('/migrations', { schema: routes.listMigrations }, async () => ({ migrations: orchestrator.list() }));
@@ -94,4 +101,23 @@ export async function buildControllerApi({
   });
   registerPolicyRoutes(app, policies);
   return app;
+}
+
+type MigrationBody = Partial<MigrationRequest> &
+  Pick<MigrationRequest, 'targetNode'> & { pod?: PodMigrationRequest['pod']; readyTimeoutMs?: number };
+
+/** A container or a pod, never both; a pod moves by stop-and-copy, frozen until its copy runs. */
+function startMigration(orchestrator: Orchestrator, body: MigrationBody): Promise<MigrationRecord> {
+  const { pod, readyTimeoutMs, container, ...rest } = body;
+  if (pod && container) {
+    throw new FerryError('bad_request', 'say container or pod, not both', { details: { field: 'pod' } });
+  }
+  if (pod) {
+    if (rest.strategy && rest.strategy !== 'auto' && rest.strategy !== 'stopcopy') {
+      throw new FerryError('bad_request', `a pod moves by stop-and-copy, not ${rest.strategy}`, { details: { field: 'strategy' } });
+    }
+    return orchestrator.startPod({ pod, targetNode: body.targetNode, readyTimeoutMs: readyTimeoutMs ?? 120_000 });
+  }
+  if (!container) throw new FerryError('bad_request', 'say which container (or pod) to migrate', { details: { field: 'container' } });
+  return orchestrator.start({ ...(rest as Omit<MigrationRequest, 'container'>), container });
 }

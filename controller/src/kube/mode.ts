@@ -4,11 +4,13 @@
  * stops both before anything else happens, one transition at a time.
  */
 import { CoordinationV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { Orchestrator } from '../migration/orchestrator.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { AgentDiscovery, type AgentDiscoveryConfig } from './agents.js';
 import { LeaderElector } from './leader.js';
+import { PodMover } from './pod-mover.js';
 import { PodDirectory } from './pods.js';
 import { PolicySync } from './policy-sync.js';
 
@@ -23,6 +25,8 @@ export interface KubeModeConfig {
   retryPeriodMs: number;
   /** Register the agent pods this picks as nodes (agents.ts); without it, nodes are added by hand. */
   agents?: AgentDiscoveryConfig;
+  /** The RuntimeClass whose handler runs ferry-runc: replacement pods of a migration use it. */
+  runtimeClass: string;
 }
 
 export interface KubeMode {
@@ -39,7 +43,13 @@ export function loadKubeConfig(file?: string): KubeConfig {
 
 export function startKubeMode(
   cfg: KubeModeConfig,
-  deps: { policies: PolicyScheduler; events: PolicyEvents; nodes: NodeRegistry; log: (line: string) => void },
+  deps: {
+    policies: PolicyScheduler;
+    events: PolicyEvents;
+    nodes: NodeRegistry;
+    orchestrator: Orchestrator;
+    log: (line: string) => void;
+  },
 ): KubeMode {
   const kc = loadKubeConfig(cfg.kubeconfig);
   const agents = cfg.agents ? new AgentDiscovery(kc, deps.nodes, cfg.agents, deps.log) : undefined;
@@ -67,6 +77,8 @@ export function startKubeMode(
           .catch((e: unknown) => deps.log(`pod informer: ${String(e)}; selectors by pod label match nothing until it lists`));
         deps.policies.usePodLabels(pods.labelsOf);
         deps.policies.start();
+        const settling = deps.orchestrator.usePods(new PodMover(kc, cfg.runtimeClass));
+        if (settling.length) deps.log(`settling ${settling.length} pod migration(s) left unfinished: ${settling.join(', ')}`);
         sync = new PolicySync({
           kubeConfig: kc,
           policies: deps.policies,
@@ -81,6 +93,7 @@ export function startKubeMode(
         await sync?.stop();
         sync = undefined;
         await deps.policies.stop();
+        deps.orchestrator.usePods(undefined);
         deps.policies.usePodLabels(undefined);
         await pods?.stop();
         pods = undefined;

@@ -13,8 +13,20 @@ import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { MigrationRepo } from '../store/migrations.js';
 import { decideAfterRound, estimateDowntimeMs, RESTORE_PRIOR_MS, type RoundFigures } from './precopy.js';
+import type { PodMover } from '../kube/pod-mover.js';
+import { type PodJournal, type PodMigrationContext, runPodMigration, settlePodMigration } from './pod-migration.js';
 import { checkCompatibility, chooseStrategy } from './preflight.js';
-import { isFinished, type MigrationEvent, type MigrationRecord, type MigrationRequest, type Step } from './types.js';
+import {
+  containerRequestOf,
+  isFinished,
+  isPodRequest,
+  type MigrationEvent,
+  type MigrationRecord,
+  type MigrationRequest,
+  type PodMigrationRequest,
+  type PodMigrationState,
+  type Step,
+} from './types.js';
 
 /** Steps after which the target may run a copy: rolling back from there must first make sure it does not. */
 const TARGET_MAY_RUN: Step[] = ['restore', 'pages', 'verify', 'cleanup'];
@@ -33,6 +45,8 @@ export class Orchestrator {
   private readonly cancelRequested = new Set<string>();
   private readonly active = new Map<string, Promise<void>>();
   private readonly finishedListeners: ((m: MigrationRecord) => void)[] = [];
+  /** Kubernetes mode, on the replica holding the Lease: pods can be moved (kube/pod-mover.ts). */
+  private pods: PodMover | undefined;
   private readonly eventListeners: ((id: string, e: MigrationEvent) => void)[] = [];
 
   constructor(
@@ -95,6 +109,87 @@ export class Orchestrator {
     return m;
   }
 
+  /**
+   * Kubernetes mode: the replica holding the Lease moves pods, and settles the pod migrations an earlier
+   * run of it left unfinished (their journal is in this replica's store); undefined when it stops leading.
+   */
+  usePods(mover: PodMover | undefined): string[] {
+    this.pods = mover;
+    if (!mover) return [];
+    const unfinished = this.repo.unfinished().filter((m) => m.pod && !this.active.has(m.id));
+    for (const m of unfinished) {
+      this.emit(m, { type: 'progress', step: m.step, message: `settling a pod migration left during ${m.step}` });
+      this.launch(m, () => this.settle(m, new FerryError('interrupted', `the controller restarted during ${m.step}`)));
+    }
+    return unfinished.map((m) => m.id);
+  }
+
+  /** POST /migrate with a pod (Kubernetes mode): the pod's containers move together (pod-migration.ts). */
+  async startPod(req: PodMigrationRequest): Promise<MigrationRecord> {
+    const pods = this.pods;
+    if (!pods) {
+      throw new FerryError('not_leader', 'this controller does not move pods: it runs standalone, or another replica holds the Lease', {
+        hint: 'send pod migrations to the replica holding the Lease (kubectl get lease ferry-controller); standalone, migrate containers',
+        details: { field: 'pod' },
+      });
+    }
+    const { namespace, name } = req.pod;
+    const described = await pods.describe(namespace, name);
+    this.nodes.get(described.node, 'pod');
+    this.nodes.get(req.targetNode, 'targetNode');
+    if (described.node === req.targetNode) {
+      throw new FerryError('bad_request', `${namespace}/${name} already runs on ${req.targetNode}`, { details: { field: 'targetNode' } });
+    }
+    const id = newMigrationId();
+    const now = new Date().toISOString();
+    const replacement = pods.replacementName(name, id);
+    const m: MigrationRecord & { pod: PodMigrationState } = {
+      id,
+      status: 'running',
+      step: 'preflight',
+      request: req,
+      source: { node: described.node, runtime: 'runc', containerId: described.uid, containerName: `${namespace}/${name}` },
+      target: { node: req.targetNode, containerName: `${namespace}/${replacement}` },
+      pod: { namespace, name, uid: described.uid, containers: [], replacement },
+      checkpointId: `mig-${id.slice(2)}`,
+      rounds: [],
+      figures: {},
+      createdAt: now,
+      updatedAt: now,
+    };
+    this.repo.insert(m);
+    this.emit(m, {
+      type: 'step',
+      step: 'preflight',
+      message: `migration of pod ${namespace}/${name} from ${m.source.node} to ${m.target.node} accepted`,
+    });
+    this.launch(m, async () => {
+      const started = performance.now();
+      try {
+        await runPodMigration(this.podContext(m));
+        m.figures.totalMs = elapsed(started);
+        m.status = 'succeeded';
+        m.step = 'done';
+        this.finish(m);
+      } catch (err) {
+        m.figures.totalMs = elapsed(started);
+        await this.settle(m, err);
+      }
+    });
+    return m;
+  }
+
+  private podContext(m: MigrationRecord): PodMigrationContext {
+    if (!m.pod || !isPodRequest(m.request)) throw new FerryError('internal', `${m.id} is not a pod migration`);
+    if (!this.pods) throw new FerryError('not_leader', `pod migration ${m.id} needs the Kubernetes API, which this replica no longer uses`);
+    const journal: PodJournal = {
+      step: (step, fn) => this.step(m, step, fn),
+      emit: (e) => this.emit(m, e),
+      save: () => this.repo.save(m),
+    };
+    return { m: m as MigrationRecord & { pod: PodMigrationState }, request: m.request, nodes: this.nodes, pods: this.pods, journal };
+  }
+
   get(id: string): MigrationRecord {
     const m = this.repo.get(id);
     if (!m) throw new FerryError('migration_not_found', `no migration ${id}`, { hint: 'list migrations with GET /migrations' });
@@ -148,7 +243,8 @@ export class Orchestrator {
 
   /** At start-up: every migration a previous controller left unfinished is settled from its journal. */
   recover(): string[] {
-    const unfinished = this.repo.unfinished();
+    // Pod migrations need the Kubernetes API: the Lease holder settles them (usePods).
+    const unfinished = this.repo.unfinished().filter((m) => !m.pod);
     for (const m of unfinished) {
       this.emit(m, { type: 'progress', step: m.step, message: `controller restarted during ${m.step}; settling from the journal` });
       this.launch(m, () =>
@@ -216,7 +312,7 @@ export class Orchestrator {
             hint: 'remove it there first',
           });
         }
-        m.strategy = chooseStrategy(m.request.strategy, sourceCaps, runtime, targetCaps);
+        m.strategy = chooseStrategy(containerRequestOf(m).strategy, sourceCaps, runtime, targetCaps);
         this.emit(m, {
           type: 'progress',
           step: 'preflight',
@@ -329,8 +425,9 @@ export class Orchestrator {
    */
   private async precopyRounds(m: MigrationRecord, source: AgentClient, peer: Peer): Promise<void> {
     // podman keeps a single pre-checkpoint per container: its pre-copy is one round.
-    const maxRounds = m.source.runtime === 'podman' ? 1 : m.request.maxRounds;
-    const limits = { maxDowntimeMs: m.request.maxDowntimeMs, maxRounds, maxBytesFactor: m.request.maxBytesFactor };
+    const req = containerRequestOf(m);
+    const maxRounds = m.source.runtime === 'podman' ? 1 : req.maxRounds;
+    const limits = { maxDowntimeMs: req.maxDowntimeMs, maxRounds, maxBytesFactor: req.maxBytesFactor };
     for (let i = m.rounds.length + 1; ; i++) {
       if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', `cancelled before pre-copy round ${i}`);
       const id = `${m.checkpointId}-r${i}`;
@@ -426,6 +523,7 @@ export class Orchestrator {
       ...(ferr.hint ? { hint: ferr.hint } : {}),
       ...(ferr.criuLog?.length ? { criuLog: ferr.criuLog } : {}),
     };
+    if (m.pod) return this.settlePod(m, failedStep);
     const source = this.nodes.client(m.source.node, m.id);
     const target = this.nodes.client(m.target.node, m.id);
 
@@ -538,6 +636,24 @@ export class Orchestrator {
     await source.removeContainer(m.source.runtime, m.source.containerName);
     await source.restore(m.checkpointId, { name: m.source.containerName });
     return `${m.source.containerName} restored on ${m.source.node} from its own checkpoint ${m.checkpointId}`;
+  }
+
+  private async settlePod(m: MigrationRecord, failedStep: Step): Promise<void> {
+    const reason = m.error?.message ?? 'unknown';
+    m.step = 'rollback';
+    this.repo.save(m);
+    this.emit(m, { type: 'rollback', step: 'rollback', message: `settling after ${failedStep}: ${reason}` });
+    const { forward, outcome } = await settlePodMigration(this.podContext(m));
+    m.rollback = { reason, outcome };
+    if (forward) {
+      m.status = 'succeeded';
+      m.step = 'done';
+      delete m.error;
+    } else {
+      m.status = m.error?.code === 'cancelled' ? 'cancelled' : 'failed';
+    }
+    this.emit(m, { type: 'rollback', step: 'rollback', message: outcome });
+    this.finish(m);
   }
 
   private finish(m: MigrationRecord): void {

@@ -17,6 +17,34 @@ export interface MigrationRequest {
   maxBytesFactor: number;
 }
 
+/** Kubernetes mode: a pod moved as a whole to another node (kube/pod-mover.ts). */
+export interface PodMigrationRequest {
+  pod: { namespace: string; name: string };
+  targetNode: string;
+  /** How long the replacement pod may take to run and be Ready before the migration rolls back. */
+  readyTimeoutMs: number;
+}
+
+export const isPodRequest = (r: MigrationRequest | PodMigrationRequest): r is PodMigrationRequest => 'pod' in r;
+
+/** A container migration's request; the container steps never see a pod's. */
+export function containerRequestOf(m: { request: MigrationRequest | PodMigrationRequest }): MigrationRequest {
+  if (isPodRequest(m.request)) throw new Error('a pod migration went down the container path');
+  return m.request;
+}
+
+/** What a pod migration knows beyond a container's: the pod, its containers' checkpoints, the hold, the replacement. */
+export interface PodMigrationState {
+  namespace: string;
+  name: string;
+  uid: string;
+  containers: { name: string; id: string; checkpointId: string }[];
+  /** The source's containers frozen together on the source node, from the dumps until the end. */
+  holdId?: string;
+  /** The replacement pod on the target node, named before it is created so that a restart finds it. */
+  replacement?: string;
+}
+
 /**
  * The steps in order. Each is journaled (step + "started" event) before it acts, so a restarted controller
  * knows what may have happened and settles from there.
@@ -61,7 +89,9 @@ export interface MigrationRecord {
   id: string;
   status: MigrationStatus;
   step: Step;
-  request: MigrationRequest;
+  request: MigrationRequest | PodMigrationRequest;
+  /** A pod migration's own state (Kubernetes mode); absent for a container's. */
+  pod?: PodMigrationState;
   /** imageId: where the target's runtime restores onto that exact image (podman, docker). */
   source: { node: string; runtime: RuntimeName; containerId: string; containerName: string; imageId?: string };
   /**

@@ -66,12 +66,15 @@ export interface KubeApiStandIn {
 export interface HeldRequests {
   /** Resolves when the first matching request arrives. */
   arrived: Promise<void>;
+  /** Resolves when the client of a held request has gone (its connection closed). */
+  abandoned: Promise<void>;
   release(): void;
 }
 
 interface Hold {
   match: (method: string, url: string) => boolean;
   arrived: () => void;
+  abandoned: () => void;
   released: Promise<void>;
 }
 
@@ -171,6 +174,7 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     const hold = holds.find((h) => h.match(req.method, req.url));
     if (hold) {
       hold.arrived();
+      req.raw.socket.once('close', hold.abandoned);
       await hold.released;
       if (req.raw.socket.destroyed) {
         reply.hijack();
@@ -316,11 +320,18 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
     },
     holdRequests(match) {
       let arrived = () => {};
+      let abandoned = () => {};
       let release = () => {};
-      const hold: Hold = { match, arrived: () => arrived(), released: new Promise<void>((r) => (release = r)) };
+      const hold: Hold = {
+        match,
+        arrived: () => arrived(),
+        abandoned: () => abandoned(),
+        released: new Promise<void>((r) => (release = r)),
+      };
       holds.push(hold);
       return {
         arrived: new Promise<void>((r) => (arrived = r)),
+        abandoned: new Promise<void>((r) => (abandoned = r)),
         release: () => {
           holds = holds.filter((h) => h !== hold);
           release();
