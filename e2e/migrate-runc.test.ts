@@ -142,6 +142,11 @@ test.serial('bad requests: 400 naming the field, 404 for unknown nodes and conta
   const noNode = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'x' }, targetNode: 'zz' }));
   t.is(codeOf(noNode), 'node_not_found');
   t.is(fieldOf(noNode), 'targetNode');
+  const neither = await t.throwsAsync(migrate({ targetNode: 'b' }));
+  t.is(fieldOf(neither), 'container');
+  const pod = await t.throwsAsync(cluster.client().migratePod({ pod: { namespace: 'shop', name: 'orders-0' }, targetNode: 'b' }));
+  t.is(codeOf(pod), 'bad_request', 'standalone, pods are not migrated');
+  t.is(fieldOf(pod), 'pod');
   const noContainer = await t.throwsAsync(migrate({ container: { node: 'a', runtime: 'runc', name: 'nonexistent' }, targetNode: 'b' }));
   t.is(codeOf(noContainer), 'container_not_found');
   const noMigration = await t.throwsAsync(cluster.client().migration('m-0-000000'));

@@ -27,7 +27,7 @@ const RUNS = Number(process.env.FERRY_FUZZ_RUNS ?? 50);
 /** Bounded: a route whose requests take longer than this in all fails the run rather than hang it. */
 const ROUTE_LIMIT_MS = Number(process.env.FERRY_FUZZ_ROUTE_LIMIT_MS ?? 120_000);
 /** 5xx answers that name a cause outside the request; anything else of 5xx is a bug. */
-const ANSWERS_NOT_CRASHES = new Set(['runtime_unavailable', 'node_unreachable', 'unsupported', 'transfer_failed']);
+const ANSWERS_NOT_CRASHES = new Set(['runtime_unavailable', 'node_unreachable', 'unsupported', 'transfer_failed', 'not_leader']);
 const marker = `fuzzmark${randomBytes(4).toString('hex')}`;
 
 interface Service {

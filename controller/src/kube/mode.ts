@@ -52,6 +52,8 @@ export function startKubeMode(
   },
 ): KubeMode {
   const kc = loadKubeConfig(cfg.kubeconfig);
+  // Until this replica leads, pod migrations are answered "not the leader" rather than "not Kubernetes mode".
+  deps.orchestrator.usePods(undefined);
   const agents = cfg.agents ? new AgentDiscovery(kc, deps.nodes, cfg.agents, deps.log) : undefined;
   agents?.start().catch((e: unknown) => deps.log(`agent pods: ${String(e)}; trying again`));
   let sync: PolicySync | undefined;

@@ -47,6 +47,8 @@ export class Orchestrator {
   private readonly finishedListeners: ((m: MigrationRecord) => void)[] = [];
   /** Kubernetes mode, on the replica holding the Lease: pods can be moved (kube/pod-mover.ts). */
   private pods: PodMover | undefined;
+  /** Whether this controller runs in Kubernetes mode at all (usePods was called, leading or not). */
+  private kubeMode = false;
   private readonly eventListeners: ((id: string, e: MigrationEvent) => void)[] = [];
 
   constructor(
@@ -114,6 +116,7 @@ export class Orchestrator {
    * run of it left unfinished (their journal is in this replica's store); undefined when it stops leading.
    */
   usePods(mover: PodMover | undefined): string[] {
+    this.kubeMode = true;
     this.pods = mover;
     if (!mover) return [];
     const unfinished = this.repo.unfinished().filter((m) => m.pod && !this.active.has(m.id));
@@ -127,9 +130,15 @@ export class Orchestrator {
   /** POST /migrate with a pod (Kubernetes mode): the pod's containers move together (pod-migration.ts). */
   async startPod(req: PodMigrationRequest): Promise<MigrationRecord> {
     const pods = this.pods;
+    if (!this.kubeMode) {
+      throw new FerryError('bad_request', 'pods are migrated in Kubernetes mode only (ferry controller --kube)', {
+        hint: 'standalone, migrate the containers: {container: {node, runtime, name}}',
+        details: { field: 'pod' },
+      });
+    }
     if (!pods) {
-      throw new FerryError('not_leader', 'this controller does not move pods: it runs standalone, or another replica holds the Lease', {
-        hint: 'send pod migrations to the replica holding the Lease (kubectl get lease ferry-controller); standalone, migrate containers',
+      throw new FerryError('not_leader', 'this replica does not hold the Lease; the one that does moves pods', {
+        hint: 'send the migration to the replica holding the Lease (kubectl get lease ferry-controller -o yaml shows it)',
         details: { field: 'pod' },
       });
     }
