@@ -211,6 +211,11 @@ test.serial('CLI: nodes and migrations as tables and JSON; a bad flag value is n
   const list = await ferry('--json', 'migrations');
   const migrations = JSON.parse(list.stdout) as { status: string }[];
   t.true(migrations.some((m) => m.status === 'succeeded'));
+  const badPod = await ferry('migrate-pod', 'orders-0', '--to', 'b');
+  t.is(badPod.exitCode, 1);
+  t.regex(badPod.stderr, /<namespace\/name> must look like shop\/orders-0/);
+  const standalonePod = await ferry('migrate-pod', 'shop/orders-0', '--to', 'b');
+  t.regex(standalonePod.stderr, /pods are migrated in Kubernetes mode only/);
   const bad = await ferry('migrate', 'x', '--from', 'a', '--to', 'b', '-r', 'runc', '--max-downtime', 'soon');
   t.is(bad.exitCode, 1);
   t.regex(bad.stderr, /--max-downtime must be a positive integer/);

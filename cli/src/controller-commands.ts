@@ -249,6 +249,31 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     );
 
   program
+    .command('migrate-pod <namespace/name>')
+    .description('Kubernetes mode: move a running pod to another node (its containers together), following its progress')
+    .requiredOption('--to <node>', 'target node')
+    .option('--ready-timeout <ms>', 'how long the replacement pod may take to run', positiveInt('--ready-timeout'))
+    .option('--no-follow', 'return once the migration is accepted')
+    .action(async (ref: string, opts: { to: string; readyTimeout?: number; follow: boolean }) => {
+      const [namespace, name, ...rest] = ref.split('/');
+      if (!namespace || !name || rest.length) {
+        throw new FerryError('bad_request', `<namespace/name> must look like shop/orders-0, not '${ref}'`, {
+          details: { field: 'namespace/name' },
+        });
+      }
+      const c = client();
+      const started = await c.migratePod({
+        pod: { namespace, name },
+        targetNode: opts.to,
+        ...(opts.readyTimeout ? { readyTimeoutMs: opts.readyTimeout } : {}),
+      });
+      if (!opts.follow) return ctx.print(started, () => `migration ${started.id} accepted`);
+      const m = await follow(c, started.id, ctx);
+      ctx.print(m, () => migrationSummary(m));
+      if (m.status !== 'succeeded') process.exitCode = 1;
+    });
+
+  program
     .command('migrations')
     .description('migrations, newest first')
     .action(async () => {
