@@ -8,7 +8,7 @@
  * restores it through ferry-runc and keeps counting, and the source pod is deleted; a replacement that
  * cannot start is deleted and the source, never stopped, counts on.
  */
-import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, type V1Pod } from '@kubernetes/client-node';
 import test from 'ava';
 import { execa } from 'execa';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -17,6 +17,8 @@ import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import type { ControllerClient } from '../controller/src/client.js';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
+import { MIGRATION_PLURAL, migrationCrd } from '../controller/src/kube/migration-crd.js';
+import { CRD_GROUP, CRD_VERSION } from '../controller/src/kube/crd.js';
 import { CRI } from '../controller/src/policy/compile.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import {
@@ -51,13 +53,17 @@ const kubelets: FakeKubelet[] = [];
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-kube-pods-'));
   api = await startKubeApi();
+  api.registerCrd(migrationCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
   await writeFile(path.join(scratch, 'kubeconfig'), api.kubeConfig().exportConfig());
   const runcRoot = (node: string) => path.join(scratch, node, 'runc', CRI_NAMESPACE);
   cluster = await startTestCluster(`kpm${process.pid % 100000}`, ['a', 'b'], {
     runtimes: ['runc'],
     subnet: `10.96.${process.pid % 250}.0/24`,
     agentArgs: (n) => ['--runc-root', runcRoot(n)],
-    controllerArgs: ['--kube', '--kubeconfig', path.join(scratch, 'kubeconfig'), '--lease-namespace', 'ferry-system'],
+    controllerArgs: [
+      ...['--kube', '--kubeconfig', path.join(scratch, 'kubeconfig'), '--lease-namespace', 'ferry-system', '--database', database()],
+      ...['--lease-duration', String(scaled(5_000)), '--renew-deadline', String(scaled(3_000)), '--retry-period', String(scaled(300))],
+    ],
   });
   await importBusyboxImage('podman', IMAGE, scratch);
   await buildSandboxImage(IMAGE, SANDBOX_IMAGE);
@@ -97,6 +103,8 @@ test.after.always(async () => {
 });
 
 const core = () => api.kubeConfig(NS).makeApiClient(CoreV1Api);
+/** The controller's store, named here so that a test can start a replica on an empty one. */
+const database = () => path.join(scratch, 'controller.db');
 
 function counterPod(name: string, node: string, image = CTR_IMAGE): V1Pod {
   return {
@@ -128,6 +136,21 @@ const podOrUndefined = (name: string) =>
   core()
     .readNamespacedPod({ namespace: NS, name })
     .catch((err: { code?: number }) => (err.code === 404 ? undefined : Promise.reject(err)));
+
+interface MigrationObject {
+  spec?: { pod: { name: string }; sourceNode: string; targetNode: string };
+  status?: { phase?: string; step?: string; replacement?: string; downtimeMs?: number; message?: string };
+}
+
+const migrationObject = (name: string) =>
+  api
+    .kubeConfig(NS)
+    .makeApiClient(CustomObjectsApi)
+    .getNamespacedCustomObject({ group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: MIGRATION_PLURAL, name })
+    .then(
+      (o) => o as MigrationObject,
+      (err: { code?: number }) => (err.code === 404 ? undefined : Promise.reject(err)),
+    );
 
 async function migrated(body: Parameters<ControllerClient['migratePod']>[0]): Promise<MigrationRecord> {
   const accepted = await cluster.client().migratePod(body);
@@ -167,6 +190,15 @@ test.serial('a pod moves from a to b: its replacement restores the count on b, t
     t.deepEqual(left, [], `no checkpoint of the migration left on ${n}`);
   }
   t.true((m.figures.downtimeMs ?? 0) > 0);
+  // kubectl get migrations -n shop: the record, as the controller wrote it.
+  const record = await waitFor(
+    () => migrationObject(m.id),
+    (o) => o?.status?.phase === 'succeeded',
+    { what: 'the Migration object to say succeeded' },
+  );
+  t.deepEqual(record?.spec, { pod: { name: 'counter' }, sourceNode: 'a', targetNode: 'b' });
+  t.is(record?.status?.replacement, replacement);
+  t.is(record?.status?.downtimeMs, Math.round(m.figures.downtimeMs ?? 0));
   t.log(`downtime ${m.figures.downtimeMs} ms (dump ${m.figures.dumpMs}, transfer ${m.figures.transferMs}, restore ${m.figures.restoreMs})`);
 });
 
@@ -184,6 +216,47 @@ test.serial('a replacement that cannot start rolls back: it is deleted, and the 
     { what: 'the source to count on after the rollback' },
   );
   t.truthy(await podOrUndefined('stuck'));
+});
+
+test.serial('a leader killed mid-migration: another replica, with an empty store, finds the Migration object and settles it', async (t) => {
+  const before = await runningPod('orphan', 'a');
+  // The replacement pod's creation is held unanswered, and dropped once the leader is dead: it never lands.
+  const creation = api.holdRequests(
+    (method, url) => method === 'POST' && new URL(url, 'http://x').pathname === `/api/v1/namespaces/${NS}/pods`,
+  );
+  const accepted = await cluster.client().migratePod({ pod: { namespace: NS, name: 'orphan' }, targetNode: 'b' });
+  await creation.arrived;
+  await cluster.killController();
+  await creation.abandoned;
+  creation.release();
+  const frozen = (await cluster.node('a').agent.containers('runc')).find(
+    (x) => x.labels?.[CRI.pod] === 'orphan' && x.labels?.[CRI.type] === 'container',
+  );
+  t.is(frozen?.state, 'paused', 'the source is held frozen meanwhile');
+
+  // Another replica: its own, empty store; the nodes register with it as agents do.
+  for (const f of ['', '-wal', '-shm']) await rm(`${database()}${f}`, { force: true });
+  const replica = await cluster.startController();
+  for (const n of ['a', 'b']) await replica.registerNode(n, cluster.node(n).url, cluster.node(n).token);
+  const m = await waitFor(
+    () => replica.migration(accepted.id).catch(() => undefined),
+    (r) => r !== undefined && r.status !== 'running',
+    { what: 'the new leader to take the migration over and settle it', timeoutMs: scaled(30_000) },
+  );
+  t.is(m?.status, 'failed', JSON.stringify(m?.error));
+  t.regex(m?.rollback?.outcome ?? '', /thawed on a; it never stopped/);
+  t.regex(cluster.controllerProcess().output(), new RegExp(`pod migration ${accepted.id} taken over from an earlier leader`));
+  await waitFor(
+    () => podCount('a', 'orphan'),
+    (n) => n > before + 5,
+    { what: 'the source to count on, thawed by the new leader' },
+  );
+  const record = await waitFor(
+    () => migrationObject(accepted.id),
+    (o) => o?.status?.phase === 'failed',
+    { what: 'the Migration object to say failed' },
+  );
+  t.regex(record?.status?.message ?? '', /thawed on a/);
 });
 
 test.serial('refused: a pod managed by a controller, a pod already on the target, and container and pod together', async (t) => {

@@ -125,20 +125,28 @@ const statusSchema = {
   },
 };
 
-export function checkpointPolicyCrd() {
+/** A namespaced CRD of Ferry's group, with a status subresource, in the one version Ferry serves. */
+export function ferryCrd(def: {
+  plural: string;
+  singular: string;
+  kind: string;
+  shortName: string;
+  printerColumns: { name: string; type: string; jsonPath: string; priority?: number }[];
+  schema: SchemaNode;
+}) {
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
-    metadata: { name: `${POLICY_PLURAL}.${CRD_GROUP}` },
+    metadata: { name: `${def.plural}.${CRD_GROUP}` },
     spec: {
       group: CRD_GROUP,
       scope: 'Namespaced',
       names: {
-        plural: POLICY_PLURAL,
-        singular: 'checkpointpolicy',
-        kind: POLICY_KIND,
-        listKind: `${POLICY_KIND}List`,
-        shortNames: ['cpol'],
+        plural: def.plural,
+        singular: def.singular,
+        kind: def.kind,
+        listKind: `${def.kind}List`,
+        shortNames: [def.shortName],
         categories: ['ferry'],
       },
       versions: [
@@ -147,43 +155,56 @@ export function checkpointPolicyCrd() {
           served: true,
           storage: true,
           subresources: { status: {} },
-          additionalPrinterColumns: [
-            { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
-            { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
-            { name: 'Containers', type: 'integer', jsonPath: '.status.containers' },
-            { name: 'Checkpoints', type: 'integer', jsonPath: '.status.checkpoints' },
-            { name: 'Last Run', type: 'date', jsonPath: '.status.lastRunAt' },
-            { name: 'Interval', type: 'string', priority: 1, jsonPath: '.status.interval.reason' },
-            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
-          ],
-          schema: {
-            openAPIV3Schema: {
-              type: 'object',
-              description: 'Which containers to checkpoint, how often, and how many checkpoints to keep (docs/policies.md).',
-              required: ['spec'],
-              properties: {
-                apiVersion: { type: 'string' },
-                kind: { type: 'string' },
-                metadata: {
-                  type: 'object',
-                  properties: { name: { type: 'string', pattern: POLICY_NAME_PATTERN } },
-                },
-                spec: { ...toStructural(policySpecSchema), 'x-kubernetes-validations': SPEC_RULES },
-                status: statusSchema,
-              },
-            },
-          },
+          additionalPrinterColumns: [...def.printerColumns, { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' }],
+          schema: { openAPIV3Schema: def.schema },
         },
       ],
     },
   };
 }
 
+export function checkpointPolicyCrd() {
+  return ferryCrd({
+    plural: POLICY_PLURAL,
+    singular: 'checkpointpolicy',
+    kind: POLICY_KIND,
+    shortName: 'cpol',
+    printerColumns: [
+      { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'Containers', type: 'integer', jsonPath: '.status.containers' },
+      { name: 'Checkpoints', type: 'integer', jsonPath: '.status.checkpoints' },
+      { name: 'Last Run', type: 'date', jsonPath: '.status.lastRunAt' },
+      { name: 'Interval', type: 'string', priority: 1, jsonPath: '.status.interval.reason' },
+    ],
+    schema: {
+      type: 'object',
+      description: 'Which containers to checkpoint, how often, and how many checkpoints to keep (docs/policies.md).',
+      required: ['spec'],
+      properties: {
+        apiVersion: { type: 'string' },
+        kind: { type: 'string' },
+        metadata: {
+          type: 'object',
+          properties: { name: { type: 'string', pattern: POLICY_NAME_PATTERN } },
+        },
+        spec: { ...toStructural(policySpecSchema), 'x-kubernetes-validations': SPEC_RULES },
+        status: statusSchema,
+      },
+    },
+  });
+}
+
 export const CRD_FILE = 'crd/checkpointpolicies.ferry.dev.yaml';
 /** The chart's copy: Helm installs a chart's crds/ as they are, before its templates. */
 export const CHART_CRD_FILE = 'helm/ferry/crds/checkpointpolicies.ferry.dev.yaml';
 
-/** The CRD as the file in crd/ holds it. */
+/** A CRD as the files in crd/ and the chart hold it; `source` is the module that defines it. */
+export function renderYaml(crd: object, source: string): string {
+  return `# Generated from ${source} by \`npm run crd\`; edit the schema there, not here.\n${stringify(crd, { lineWidth: 0 })}`;
+}
+
+/** The CheckpointPolicy CRD as the file in crd/ holds it. */
 export function renderCrdYaml(): string {
-  return `# Generated from controller/src/kube/crd.ts by \`npm run crd\`; edit the schema there, not here.\n${stringify(checkpointPolicyCrd(), { lineWidth: 0 })}`;
+  return renderYaml(checkpointPolicyCrd(), 'controller/src/kube/crd.ts');
 }

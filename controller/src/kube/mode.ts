@@ -10,6 +10,7 @@ import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { AgentDiscovery, type AgentDiscoveryConfig } from './agents.js';
 import { LeaderElector } from './leader.js';
+import { MigrationRecords } from './migration-records.js';
 import { PodMover } from './pod-mover.js';
 import { PodDirectory } from './pods.js';
 import { PolicySync } from './policy-sync.js';
@@ -58,6 +59,7 @@ export function startKubeMode(
   agents?.start().catch((e: unknown) => deps.log(`agent pods: ${String(e)}; trying again`));
   let sync: PolicySync | undefined;
   let pods: PodDirectory | undefined;
+  let stopRecords: (() => void) | undefined;
   let transitions = Promise.resolve();
   const then = (step: () => Promise<void>) => {
     transitions = transitions.then(step).catch((err: unknown) => deps.log(`kubernetes mode: ${String(err)}`));
@@ -79,6 +81,14 @@ export function startKubeMode(
           .catch((e: unknown) => deps.log(`pod informer: ${String(e)}; selectors by pod label match nothing until it lists`));
         deps.policies.usePodLabels(pods.labelsOf);
         deps.policies.start();
+        // Pod migrations as Migration objects; those the previous leader left running are taken over first.
+        const records = new MigrationRecords(kc, deps.log);
+        stopRecords = deps.orchestrator.onPodRecord((m) => void records.write(m));
+        const left = await records.unfinished().catch((e: unknown) => {
+          deps.log(`listing Migration objects: ${String(e)}; migrations of an earlier leader are not taken over`);
+          return [];
+        });
+        for (const m of left) if (deps.orchestrator.adopt(m)) deps.log(`pod migration ${m.id} taken over from an earlier leader`);
         const settling = deps.orchestrator.usePods(new PodMover(kc, cfg.runtimeClass));
         if (settling.length) deps.log(`settling ${settling.length} pod migration(s) left unfinished: ${settling.join(', ')}`);
         sync = new PolicySync({
@@ -96,6 +106,8 @@ export function startKubeMode(
         sync = undefined;
         await deps.policies.stop();
         deps.orchestrator.usePods(undefined);
+        stopRecords?.();
+        stopRecords = undefined;
         deps.policies.usePodLabels(undefined);
         await pods?.stop();
         pods = undefined;

@@ -50,6 +50,8 @@ export class Orchestrator {
   /** Whether this controller runs in Kubernetes mode at all (usePods was called, leading or not). */
   private kubeMode = false;
   private readonly eventListeners: ((id: string, e: MigrationEvent) => void)[] = [];
+  /** Called with a pod migration's record at each of its events (Kubernetes mode's Migration objects). */
+  private readonly podRecordListeners = new Set<(m: MigrationRecord) => void>();
 
   constructor(
     private readonly repo: MigrationRepo,
@@ -125,6 +127,23 @@ export class Orchestrator {
       this.launch(m, () => this.settle(m, new FerryError('interrupted', `the controller restarted during ${m.step}`)));
     }
     return unfinished.map((m) => m.id);
+  }
+
+  /** Called with a pod migration's record at each of its events; returns the unsubscribe function. */
+  onPodRecord(fn: (m: MigrationRecord) => void): () => void {
+    this.podRecordListeners.add(fn);
+    return () => this.podRecordListeners.delete(fn);
+  }
+
+  /**
+   * A pod migration another replica ran and left unfinished, from its Migration object: journaled here,
+   * so that usePods settles it. One this store knows already is left as it is.
+   */
+  adopt(m: MigrationRecord): boolean {
+    if (!m.pod || this.repo.get(m.id)) return false;
+    this.repo.insert(m);
+    this.emit(m, { type: 'progress', step: m.step, message: 'taken over from the replica that held the Lease before' });
+    return true;
   }
 
   /** POST /migrate with a pod (Kubernetes mode): the pod's containers move together (pod-migration.ts). */
@@ -283,6 +302,7 @@ export class Orchestrator {
     const event = this.repo.appendEvent(m.id, e);
     this.bus.emit(m.id, event);
     for (const fn of this.eventListeners) fn(m.id, event);
+    if (m.pod) for (const fn of this.podRecordListeners) fn(m);
   }
 
   /** Journals the step before it acts, so a restarted controller knows what may have happened. */
