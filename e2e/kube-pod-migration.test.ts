@@ -17,7 +17,8 @@ import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import type { ControllerClient } from '../controller/src/client.js';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
-import { MIGRATION_PLURAL, migrationCrd } from '../controller/src/kube/migration-crd.js';
+import { CHECKPOINT_PLURAL, checkpointCrd } from '../controller/src/kube/record-crds.js';
+import { MIGRATION_PLURAL, migrationCrd } from '../controller/src/kube/record-crds.js';
 import { CRD_GROUP, CRD_VERSION } from '../controller/src/kube/crd.js';
 import { CRI } from '../controller/src/policy/compile.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
@@ -30,6 +31,7 @@ import {
   startContainerd,
 } from './support/containerd.js';
 import { CriClient } from './support/cri/client.js';
+import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { startKubeApi, type KubeApiStandIn } from './support/kube-api/server.js';
 import { type FakeKubelet, startFakeKubelet } from './support/kubelet.js';
 import { scaled } from './support/time.js';
@@ -53,7 +55,8 @@ const kubelets: FakeKubelet[] = [];
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-kube-pods-'));
   api = await startKubeApi();
-  api.registerCrd(migrationCrd() as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
+  servePolicies(api);
+  for (const crd of [migrationCrd(), checkpointCrd()]) api.registerCrd(crd as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
   await writeFile(path.join(scratch, 'kubeconfig'), api.kubeConfig().exportConfig());
   const runcRoot = (node: string) => path.join(scratch, node, 'runc', CRI_NAMESPACE);
   cluster = await startTestCluster(`kpm${process.pid % 100000}`, ['a', 'b'], {
@@ -136,6 +139,11 @@ const podOrUndefined = (name: string) =>
   core()
     .readNamespacedPod({ namespace: NS, name })
     .catch((err: { code?: number }) => (err.code === 404 ? undefined : Promise.reject(err)));
+
+interface CheckpointObject {
+  metadata: { name: string; ownerReferences?: { kind: string; name: string; uid: string }[] };
+  spec?: { policy: string; node: string; container: string; parent?: string };
+}
 
 interface MigrationObject {
   spec?: { pod: { name: string }; sourceNode: string; targetNode: string };
@@ -257,6 +265,54 @@ test.serial('a leader killed mid-migration: another replica, with an empty store
     { what: 'the Migration object to say failed' },
   );
   t.regex(record?.status?.message ?? '', /thawed on a/);
+});
+
+test.serial("a CheckpointPolicy's checkpoints are Checkpoint objects it owns, gone when retention deletes them", async (t) => {
+  await runningPod('keeper', 'a');
+  const custom = api.kubeConfig(NS).makeApiClient(CustomObjectsApi);
+  const policy = (await custom.createNamespacedCustomObject({
+    group: CRD_GROUP,
+    version: CRD_VERSION,
+    namespace: NS,
+    plural: 'checkpointpolicies',
+    body: checkpointPolicy('keeper', { selector: { names: ['keeper'] }, retention: { keepLast: 1 } }),
+  })) as { metadata: { uid: string } };
+  await waitFor(
+    () =>
+      cluster
+        .client()
+        .policy('shop.keeper')
+        .catch(() => undefined),
+    (p) => p !== undefined,
+    { what: 'the policy to reach the scheduler' },
+  );
+  const checkpoints = () =>
+    custom
+      .listNamespacedCustomObject({ group: CRD_GROUP, version: CRD_VERSION, namespace: NS, plural: CHECKPOINT_PLURAL })
+      .then((l) => (l as { items: CheckpointObject[] }).items);
+
+  const first = await cluster.client().runPolicy('shop.keeper');
+  t.is(first.status, 'succeeded', JSON.stringify(first));
+  const [one] = await waitFor(checkpoints, (l) => l.length === 1, { what: 'a Checkpoint object for the first run' });
+  t.is(one?.spec?.policy, 'keeper');
+  t.is(one?.spec?.node, 'a');
+  t.deepEqual(
+    one?.metadata.ownerReferences?.map((o) => [o.kind, o.name, o.uid]),
+    [['CheckpointPolicy', 'keeper', policy.metadata.uid]],
+  );
+
+  await cluster.client().runPolicy('shop.keeper');
+  const after = await waitFor(checkpoints, (l) => l.length === 1 && l[0]?.metadata.name !== one?.metadata.name, {
+    what: "retention to delete the first run's Checkpoint object",
+  });
+  t.regex(after[0]?.metadata.name ?? '', /^shop-keeper-/, 'named by the checkpoint, as the agents store it');
+  await custom.deleteNamespacedCustomObject({
+    group: CRD_GROUP,
+    version: CRD_VERSION,
+    namespace: NS,
+    plural: 'checkpointpolicies',
+    name: 'keeper',
+  });
 });
 
 test.serial('refused: a pod managed by a controller, a pod already on the target, and container and pod together', async (t) => {

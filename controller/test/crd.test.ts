@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
 import { isFerryError } from '../../agent/src/errors.js';
 import { CHART_CRD_FILE, CRD_FILE, checkpointPolicyCrd, renderCrdYaml, type SchemaNode } from '../src/kube/crd.js';
-import { MIGRATION_CRD_FILES, migrationCrd, renderMigrationCrdYaml } from '../src/kube/migration-crd.js';
+import { RECORD_CRDS, renderRecordCrdYaml } from '../src/kube/record-crds.js';
 import { compilePolicy } from '../src/policy/compile.js';
 import { policyDocumentSchema, policySpecSchema } from '../src/policy/schema.js';
 import type { PolicySpec } from '../src/policy/types.js';
@@ -52,14 +52,21 @@ const withSpec = (patch: Record<string, unknown>): Doc => {
 test('crd/ and the chart hold the CRD generated from the policy schema (npm run crd)', async (t) => {
   for (const file of [CRD_FILE, CHART_CRD_FILE])
     t.is(await readFile(file, 'utf8'), renderCrdYaml(), `${file}: run \`npm run crd\` and commit`);
-  for (const file of MIGRATION_CRD_FILES)
-    t.is(await readFile(file, 'utf8'), renderMigrationCrdYaml(), `${file}: run \`npm run crd\` and commit`);
+  for (const { crd, files } of RECORD_CRDS) {
+    for (const file of files) t.is(await readFile(file, 'utf8'), renderRecordCrdYaml(crd), `${file}: run \`npm run crd\` and commit`);
+  }
 });
 
 test('the CRD schema is structural; the standalone schema as it is would not be', (t) => {
   t.deepEqual(structuralProblems(crdSchema), []);
-  const migrationSchema = migrationCrd().spec.versions[0]?.schema.openAPIV3Schema as unknown as SchemaNode;
-  t.deepEqual(structuralProblems(migrationSchema), [], 'the Migration record CRD too');
+  for (const { crd } of RECORD_CRDS) {
+    const c = crd();
+    t.deepEqual(
+      structuralProblems(c.spec.versions[0]?.schema.openAPIV3Schema as SchemaNode),
+      [],
+      `the ${c.spec.names.kind} record CRD too`,
+    );
+  }
   const raw = structuralProblems({ type: 'object', properties: { spec: policySpecSchema as unknown as SchemaNode } });
   t.true(
     raw.some((p) => p.includes('additionalProperties: false')),

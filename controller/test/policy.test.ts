@@ -6,6 +6,7 @@ import { isFerryError } from '../../agent/src/errors.js';
 import { readPolicyFile } from '../../cli/src/policy-commands.js';
 import type { ContainerInfo } from '../../agent/src/runtimes/types.js';
 import { CRI, compilePolicy, selects } from '../src/policy/compile.js';
+import { checkpointId } from '../src/policy/checkpointer.js';
 import { checkpointsToDelete, type RetainedCheckpoint } from '../src/policy/retention.js';
 import { policyDocumentSchema } from '../src/policy/schema.js';
 import type { PolicySpec } from '../src/policy/types.js';
@@ -116,6 +117,12 @@ test("selects, namespaced with the API server's pods at hand: labels are the pod
   t.false(selects({ namespace: 'shop', labels: { app: 'orders' } }, 'a', cri('shop', 'gone-0'), lookup), 'a pod the API does not list');
   t.true(selects({ namespace: 'shop', names: ['orders-*'], labels: { app: 'orders' } }, 'a', cri('shop', 'orders-7f9c'), lookup));
   t.true(selects({ labels: { tier: 'cache' } }, 'a', cri('shop', 'orders-7f9c'), lookup), 'standalone selectors keep container labels');
+});
+
+test("checkpoint ids are ones agents accept, also for a CheckpointPolicy object's namespaced name", (t) => {
+  for (const policy of ['orders-db', 'shop.orders-db', `${'n'.repeat(63)}.${'p'.repeat(40)}`]) {
+    t.regex(checkpointId(policy, Date.UTC(2026, 10, 27)), /^[a-z0-9][a-z0-9_-]{0,63}$/, policy);
+  }
 });
 
 const at = (minutesAgo: number) => new Date(Date.UTC(2026, 10, 26, 12, 0) - minutesAgo * 60_000).toISOString();

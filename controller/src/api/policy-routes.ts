@@ -6,7 +6,16 @@ import type { PolicyDocument } from '../policy/types.js';
 import { openEventStream } from './sse.js';
 
 const errors = Object.fromEntries([400, 401, 404, 409, 500, 501, 502, 503].map((s) => [s, { $ref: 'Error#' }]));
-const nameParams = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: POLICY_NAME_PATTERN } } } as const;
+/**
+ * A policy applied here, or a CheckpointPolicy object's as the scheduler names it, `<namespace>.<name>`
+ * (Kubernetes mode): both can be described, run and followed; only the first kind is applied through POST.
+ */
+const NAMESPACED_POLICY_PATTERN = `^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)?${POLICY_NAME_PATTERN.slice(1)}`;
+const nameParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', pattern: NAMESPACED_POLICY_PATTERN } },
+} as const;
 const policy = { type: 'object', additionalProperties: true } as const;
 const list = (key: string) => ({
   type: 'object',

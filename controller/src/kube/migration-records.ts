@@ -8,7 +8,7 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { MigrationRecord } from '../migration/types.js';
 import { CRD_GROUP, CRD_VERSION } from './crd.js';
-import { MIGRATION_KIND, MIGRATION_PLURAL } from './migration-crd.js';
+import { MIGRATION_KIND, MIGRATION_PLURAL } from './record-crds.js';
 
 interface MigrationObject {
   metadata: { name: string; namespace: string; resourceVersion?: string };

@@ -9,6 +9,7 @@ import type { NodeRegistry } from '../nodes.js';
 import type { PolicyEvents } from '../policy/events.js';
 import type { PolicyScheduler } from '../policy/scheduler.js';
 import { AgentDiscovery, type AgentDiscoveryConfig } from './agents.js';
+import { CheckpointRecords } from './checkpoint-records.js';
 import { LeaderElector } from './leader.js';
 import { MigrationRecords } from './migration-records.js';
 import { PodMover } from './pod-mover.js';
@@ -60,6 +61,7 @@ export function startKubeMode(
   let sync: PolicySync | undefined;
   let pods: PodDirectory | undefined;
   let stopRecords: (() => void) | undefined;
+  let stopCheckpointRecords: (() => void) | undefined;
   let transitions = Promise.resolve();
   const then = (step: () => Promise<void>) => {
     transitions = transitions.then(step).catch((err: unknown) => deps.log(`kubernetes mode: ${String(err)}`));
@@ -97,11 +99,16 @@ export function startKubeMode(
           events: deps.events,
           onError: (k, e) => deps.log(`reconcile ${k}: ${String(e)}`),
         });
+        const current = sync;
+        const checkpoints = new CheckpointRecords(kc, (ns, name) => current.policyObject(ns, name), deps.log);
+        stopCheckpointRecords = deps.events.subscribeAll((e) => checkpoints.handle(e));
         await sync.start();
       }),
     onStoppedLeading: () =>
       then(async () => {
         deps.log(`${cfg.identity} no longer leads: policies stopped`);
+        stopCheckpointRecords?.();
+        stopCheckpointRecords = undefined;
         await sync?.stop();
         sync = undefined;
         await deps.policies.stop();

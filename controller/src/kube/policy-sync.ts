@@ -99,6 +99,11 @@ export class PolicySync {
     this.followed.clear();
   }
 
+  /** A CheckpointPolicy object as the informer has it (for owner references). */
+  policyObject(namespace: string, name: string): PolicyObject | undefined {
+    return this.watched.informer.get(name, namespace);
+  }
+
   /** Resolves when every change seen so far is reconciled. */
   settled(): Promise<void> {
     return this.queue.idle();

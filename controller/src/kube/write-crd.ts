@@ -1,11 +1,11 @@
-/** `npm run crd`: writes the CRDs into crd/ and the chart's crds/ (CheckpointPolicy from the policy schema, crd.ts; Migration, migration-crd.ts). */
+/** `npm run crd`: writes the CRDs into crd/ and the chart's crds/ (CheckpointPolicy from the policy schema, crd.ts; the records, record-crds.ts). */
 import { writeFile } from 'node:fs/promises';
 import { CHART_CRD_FILE, CRD_FILE, renderCrdYaml } from './crd.js';
-import { MIGRATION_CRD_FILES, renderMigrationCrdYaml } from './migration-crd.js';
+import { RECORD_CRDS, renderRecordCrdYaml } from './record-crds.js';
 
 const outputs: [string[], () => string][] = [
   [[CRD_FILE, CHART_CRD_FILE], renderCrdYaml],
-  [MIGRATION_CRD_FILES, renderMigrationCrdYaml],
+  ...RECORD_CRDS.map((r): [string[], () => string] => [r.files, () => renderRecordCrdYaml(r.crd)]),
 ];
 for (const [files, render] of outputs) {
   for (const file of files) {

@@ -303,4 +303,6 @@ export class PolicyCheckpointer {
 }
 
 /** Unique per checkpoint and valid as an agent checkpoint id (lowercase, at most 64 characters). */
-const checkpointId = (policy: string, now: number) => `${policy.slice(0, 40)}-${now.toString(36)}-${randomBytes(2).toString('hex')}`;
+/** Checkpoint ids allow no dots: a CheckpointPolicy object's `<namespace>.<name>` becomes `<namespace>-<name>`. */
+export const checkpointId = (policy: string, now: number) =>
+  `${policy.replaceAll('.', '-').slice(0, 40)}-${now.toString(36)}-${randomBytes(2).toString('hex')}`;
