@@ -34,9 +34,10 @@ export class CheckpointRecords {
     const namespace = e.policy.slice(0, dot);
     const name = e.policy.slice(dot + 1);
     if (e.type === 'checkpoint')
-      this.then(`recording ${String(e.data?.id)}`, () => this.create(namespace, name, e.data as unknown as PolicyCheckpoint));
+      this.enqueue(`recording ${String(e.data?.id)}`, () => this.create(namespace, name, e.data as unknown as PolicyCheckpoint));
     if (e.type === 'deleted') {
-      for (const id of (e.data?.checkpoints as string[] | undefined) ?? []) this.then(`forgetting ${id}`, () => this.remove(namespace, id));
+      for (const id of (e.data?.checkpoints as string[] | undefined) ?? [])
+        this.enqueue(`forgetting ${id}`, () => this.remove(namespace, id));
     }
   }
 
@@ -45,7 +46,7 @@ export class CheckpointRecords {
     return this.queue;
   }
 
-  private then(what: string, work: () => Promise<unknown>): void {
+  private enqueue(what: string, work: () => Promise<unknown>): void {
     this.queue = this.queue.then(work).then(
       () => undefined,
       (err: unknown) => this.log(`Checkpoint objects: ${what}: ${(err as Error).message}`),
