@@ -83,8 +83,10 @@ export interface RestoreResult {
 
 const RECENT_RESTORES = 20;
 /**
- * An import is checked byte for byte as it arrives; a restore within this long after it (a migration's,
- * inside its downtime) does not read it all again. Older ones are verified as any other checkpoint.
+ * An import is checked byte for byte as it arrives; a restore within this long after it does not read it
+ * all again. A migration's own (transient) checkpoints are trusted so for as long as this agent runs: a
+ * pre-copy chain's first round can arrive minutes before the final restore, which would otherwise re-hash
+ * all of memory inside the downtime. Anything else older is verified as any other checkpoint.
  */
 const FRESH_IMPORT_MS = 60_000;
 /** Longer than any import takes between its first byte and its seal. */
@@ -294,6 +296,7 @@ export class Agent {
           timings: { checkpointMs: since(t0) },
           runtimeMeta: outcome.runtimeMeta,
           ...(pageServer ? { lazyPages: { port: pageServer.port } } : {}),
+          ...(p.transient ? { transient: true } : {}),
         });
         if (pageServer) this.trackPageServer(id, pageServer);
         return manifest;
@@ -415,10 +418,10 @@ export class Agent {
       const view = await this.store.plainView(chain);
       // The driver may unpack while the images are verified; it restores only once they pass.
       let verifyMs = 0;
-      const fresh = chain.every((c) => performance.now() - (this.importedAt.get(c.id) ?? Number.NEGATIVE_INFINITY) < FRESH_IMPORT_MS);
-      const verified = (fresh ? Promise.resolve(chain) : this.store.verify(checkpointId, chain)).then((verifiedChain) => {
+      const stale = chain.filter((c) => !this.checkedOnArrival(c));
+      const verified = (stale.length ? this.store.verify(checkpointId, stale) : Promise.resolve()).then(() => {
         verifyMs = since(t0);
-        return verifiedChain;
+        return chain;
       });
       verified.catch(() => undefined);
       const outcome = await this.driver(runtime)
@@ -442,6 +445,11 @@ export class Agent {
         timings: { verifyMs, restoreMs: since(t0) },
       };
     });
+  }
+
+  private checkedOnArrival(m: Manifest): boolean {
+    const at = this.importedAt.get(m.id);
+    return at !== undefined && (m.transient === true || performance.now() - at < FRESH_IMPORT_MS);
   }
 
   /** Median of the recent restores per runtime, in ms; runtimes without one are absent. */
@@ -523,9 +531,7 @@ export class Agent {
         hint: 'the migration it belonged to was rolled back',
       });
     }
-    const now = performance.now();
-    for (const [old, at] of this.importedAt) if (now - at >= FRESH_IMPORT_MS) this.importedAt.delete(old);
-    this.importedAt.set(manifest.id, now);
+    this.importedAt.set(manifest.id, performance.now());
     return manifest;
   }
 

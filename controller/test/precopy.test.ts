@@ -45,6 +45,17 @@ test('a workload that dirties as fast as the link copies: stop instead of loopin
   t.regex(d.action === 'final-dump' ? d.reason : '', /stopped shrinking/);
 });
 
+test('rounds that never catch up (the last delta still most of memory): fall back to stop-and-copy without them', (t) => {
+  // The lab's 1 GiB workload dirtying faster than an emulated round copies: 262161 then 262151 pages.
+  const d = decideAfterRound([round(1, 262_161), round(2, 262_151)], limits);
+  t.is(d.action, 'final-dump');
+  t.true(d.action === 'final-dump' && d.withoutRounds === true);
+  t.regex(d.action === 'final-dump' ? d.reason : '', /falling back to stop-and-copy/);
+  // Half of memory caught up with is worth keeping: the final dump builds on the rounds.
+  const partly = decideAfterRound([round(1, 65_536), round(2, 20_000), round(3, 19_500)], limits);
+  t.false(partly.action === 'final-dump' && partly.withoutRounds === true);
+});
+
 test('round and byte budgets end the rounds', (t) => {
   const slowlyShrinking = Array.from({ length: 8 }, (_, i) => round(i + 1, Math.round(65_536 * 0.8 ** i)));
   const byRounds = decideAfterRound(slowlyShrinking, limits);

@@ -32,6 +32,8 @@ export interface Manifest {
    * took it, on this port, until a lazy restore has pulled it (agent/src/runtimes/lazy.ts).
    */
   lazyPages?: { port: number };
+  /** A migration's own checkpoint: lives only until the migration ends (kept plain, checked on arrival only). */
+  transient?: boolean;
   files: ManifestFile[];
   /** Compressed and/or encrypted at rest (encoding.ts); absent for plain checkpoints. */
   encoding?: Encoding;

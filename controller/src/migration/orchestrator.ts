@@ -360,7 +360,7 @@ export class Orchestrator {
       let frozenAt = 0;
       await this.step(m, 'checkpoint', async () => {
         frozenAt = performance.now();
-        const parent = m.rounds.at(-1)?.checkpointId;
+        const parent = m.precopyFallback ? undefined : m.rounds.at(-1)?.checkpointId;
         const ck = await source.checkpoint({
           runtime,
           container: m.source.containerId,
@@ -498,6 +498,8 @@ export class Orchestrator {
       const decision = decideAfterRound(m.rounds, limits);
       if (decision.action === 'final-dump') {
         m.precopyStop = decision.reason;
+        // Hybrid's lazy final dump keeps its parent: what it leaves behind is fetched on demand anyway.
+        if (decision.withoutRounds && m.strategy?.used === 'precopy') m.precopyFallback = true;
         this.emit(m, { type: 'progress', step: 'rounds', message: `rounds end: ${decision.reason}` });
         return;
       }

@@ -38,11 +38,18 @@ export interface PrecopyLimits {
   maxBytesFactor: number;
 }
 
-export type PrecopyDecision = { action: 'another-round' } | { action: 'final-dump'; reason: string };
+/**
+ * withoutRounds: the rounds did not catch up with the workload at all (the last delta is still most of its
+ * memory), so the final dump takes all of memory on its own, as stop-and-copy does, and the target restores
+ * it alone: building on rounds that hold nothing the final dump does not would only add their reading.
+ */
+export type PrecopyDecision = { action: 'another-round' } | { action: 'final-dump'; reason: string; withoutRounds?: boolean };
 
 export const PAGE_SIZE = 4096;
 /** A delta this close to the previous one is not shrinking. */
 export const CONVERGENCE_RATIO = 0.9;
+/** A last delta this large a share of the first round means pre-copy saved nothing: fall back to stop-and-copy. */
+export const FALLBACK_SHARE = 0.5;
 /** What a restore costs before the target has measured any (runc, small container, on these machines). */
 export const RESTORE_PRIOR_MS = 200;
 
@@ -66,6 +73,14 @@ export function decideAfterRound(rounds: RoundFigures[], limits: PrecopyLimits):
   }
   const previous = rounds.at(-2);
   if (previous && last.pagesWritten >= previous.pagesWritten * CONVERGENCE_RATIO) {
+    const first = rounds[0]?.pagesWritten ?? 0;
+    if (first > 0 && last.pagesWritten >= first * FALLBACK_SHARE) {
+      return {
+        action: 'final-dump',
+        withoutRounds: true,
+        reason: `the workload dirties memory as fast as it is copied (${last.pagesWritten} of ${first} pages again): falling back to stop-and-copy, the rounds left unused`,
+      };
+    }
     return {
       action: 'final-dump',
       reason: `the delta stopped shrinking (${last.pagesWritten} pages after ${previous.pagesWritten}): more rounds would re-send what the workload keeps dirtying`,

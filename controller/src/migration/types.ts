@@ -108,6 +108,8 @@ export interface MigrationRecord {
   restoreEstimateMs?: number;
   /** Why the rounds ended (pre-copy only). */
   precopyStop?: string;
+  /** Pre-copy fell back to stop-and-copy: the final dump took all of memory without the rounds (precopy.ts). */
+  precopyFallback?: boolean;
   figures: MigrationFigures;
   error?: MigrationError;
   /** What rollback did to keep exactly one copy running, when it ran. */
