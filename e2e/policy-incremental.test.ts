@@ -14,7 +14,7 @@ import path from 'node:path';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { runcCount, runcRemove, startCounting } from './support/runc.js';
 import { scaled } from './support/time.js';
-import { expectCountResumed, waitFor } from './support/workload.js';
+import { COUNTER_WITH_BALLAST_ARGV, expectCountResumed, waitFor } from './support/workload.js';
 
 const FULL_EVERY = 4;
 let cluster: TestCluster;
@@ -43,7 +43,7 @@ test.after.always(async () => {
 
 test.serial('incremental: chains where memory is tracked, full checkpoints with the reason where not', async (t) => {
   const root = cluster.node('a').runcRoot;
-  await startCounting(id, scratch, root);
+  await startCounting(id, scratch, root, COUNTER_WITH_BALLAST_ARGV);
   const tracking = (await cluster.node('a').agent.node()).criu.memDirtyTrack;
   await cluster.client().applyPolicy({
     metadata: { name: 'inc' },

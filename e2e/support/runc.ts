@@ -12,8 +12,8 @@ const run = promisify(execFile);
 const rootArgs = (root?: string) => (root ? ['--root', root] : []);
 
 /** Starts the counter as `id` under runc root `root`, waits until it counts, and returns its count then. */
-export async function startCounting(id: string, scratch: string, root: string): Promise<number> {
-  await startRuncCounter(id, scratch, { root });
+export async function startCounting(id: string, scratch: string, root: string, argv?: string[]): Promise<number> {
+  await startRuncCounter(id, scratch, { root, ...(argv ? { argv } : {}) });
   return waitFor(
     () => runcCount(id, root),
     (n) => n >= 3,

@@ -12,6 +12,16 @@ const run = promisify(execFile);
 
 export const COUNT_FILE = '/tmp/count';
 export const COUNTER_ARGV = ['/bin/sh', '-c', `i=0; while true; do i=$((i+1)); echo $i > ${COUNT_FILE}; sleep 0.05; done`];
+/**
+ * The same counter holding 4 MiB it never touches again (a string doubled 19 times): the shell alone is
+ * about 24 pages, all of which its loop rewrites, so only with ballast does an incremental checkpoint
+ * write visibly fewer pages than a full one (seen once: a base of 24 pages, then 25, 26, 24).
+ */
+export const COUNTER_WITH_BALLAST_ARGV = [
+  '/bin/sh',
+  '-c',
+  `x=ferryfer; n=0; while [ $n -lt 19 ]; do x=$x$x; n=$((n+1)); done; i=0; while true; do i=$((i+1)); echo $i > ${COUNT_FILE}; sleep 0.05; done`,
+];
 const BUSYBOX = '/bin/busybox';
 const APPLETS = ['sh', 'sleep', 'echo', 'cat', 'ls', 'true'];
 
