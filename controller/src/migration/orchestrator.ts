@@ -82,12 +82,7 @@ export class Orchestrator {
         details: { field: 'container' },
       });
     }
-    const id = newMigrationId();
-    const now = new Date().toISOString();
-    const m: MigrationRecord = {
-      id,
-      status: 'running',
-      step: 'preflight',
+    const m = this.accept(newMigrationId(), container.name, {
       request: req,
       source: {
         node: req.container.node,
@@ -97,17 +92,6 @@ export class Orchestrator {
         ...(container.imageId ? { imageId: container.imageId } : {}),
       },
       target: { node: req.targetNode, containerName: container.name },
-      checkpointId: `mig-${id.slice(2)}`,
-      rounds: [],
-      figures: {},
-      createdAt: now,
-      updatedAt: now,
-    };
-    this.repo.insert(m);
-    this.emit(m, {
-      type: 'step',
-      step: 'preflight',
-      message: `migration of ${container.name} from ${m.source.node} to ${m.target.node} accepted`,
     });
     this.launch(m, () => this.run(m));
     return m;
@@ -169,27 +153,12 @@ export class Orchestrator {
       throw new FerryError('bad_request', `${namespace}/${name} already runs on ${req.targetNode}`, { details: { field: 'targetNode' } });
     }
     const id = newMigrationId();
-    const now = new Date().toISOString();
     const replacement = pods.replacementName(name, id);
-    const m: MigrationRecord & { pod: PodMigrationState } = {
-      id,
-      status: 'running',
-      step: 'preflight',
+    const m = this.accept(id, `pod ${namespace}/${name}`, {
       request: req,
       source: { node: described.node, runtime: 'runc', containerId: described.uid, containerName: `${namespace}/${name}` },
       target: { node: req.targetNode, containerName: `${namespace}/${replacement}` },
       pod: { namespace, name, uid: described.uid, containers: [], replacement },
-      checkpointId: `mig-${id.slice(2)}`,
-      rounds: [],
-      figures: {},
-      createdAt: now,
-      updatedAt: now,
-    };
-    this.repo.insert(m);
-    this.emit(m, {
-      type: 'step',
-      step: 'preflight',
-      message: `migration of pod ${namespace}/${name} from ${m.source.node} to ${m.target.node} accepted`,
     });
     this.launch(m, async () => {
       const started = performance.now();
@@ -204,6 +173,25 @@ export class Orchestrator {
         await this.settle(m, err);
       }
     });
+    return m;
+  }
+
+  /** A new migration's record, journaled (a second one of the same container is refused there) and announced. */
+  private accept(id: string, what: string, parts: Pick<MigrationRecord, 'request' | 'source' | 'target' | 'pod'>): MigrationRecord {
+    const now = new Date().toISOString();
+    const m: MigrationRecord = {
+      id,
+      status: 'running',
+      step: 'preflight',
+      ...parts,
+      checkpointId: `mig-${id.slice(2)}`,
+      rounds: [],
+      figures: {},
+      createdAt: now,
+      updatedAt: now,
+    };
+    this.repo.insert(m);
+    this.emit(m, { type: 'step', step: 'preflight', message: `migration of ${what} from ${m.source.node} to ${m.target.node} accepted` });
     return m;
   }
 
