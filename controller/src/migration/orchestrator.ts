@@ -93,7 +93,7 @@ export class Orchestrator {
       },
       target: { node: req.targetNode, containerName: container.name },
     });
-    this.launch(m, () => this.run(m));
+    this.launch(m, () => this.runToEnd(m, () => this.containerSteps(m)));
     return m;
   }
 
@@ -160,20 +160,23 @@ export class Orchestrator {
       target: { node: req.targetNode, containerName: `${namespace}/${replacement}` },
       pod: { namespace, name, uid: described.uid, containers: [], replacement },
     });
-    this.launch(m, async () => {
-      const started = performance.now();
-      try {
-        await runPodMigration(this.podContext(m));
-        m.figures.totalMs = elapsed(started);
-        m.status = 'succeeded';
-        m.step = 'done';
-        this.finish(m);
-      } catch (err) {
-        m.figures.totalMs = elapsed(started);
-        await this.settle(m, err);
-      }
-    });
+    this.launch(m, () => this.runToEnd(m, () => runPodMigration(this.podContext(m))));
     return m;
+  }
+
+  /** Runs a migration's steps: done, it succeeded; failed anywhere, settle brings back one running copy. */
+  private async runToEnd(m: MigrationRecord, steps: () => Promise<void>): Promise<void> {
+    const started = performance.now();
+    try {
+      await steps();
+      m.figures.totalMs = elapsed(started);
+      m.status = 'succeeded';
+      m.step = 'done';
+      this.finish(m);
+    } catch (err) {
+      m.figures.totalMs = elapsed(started);
+      await this.settle(m, err);
+    }
   }
 
   /** A new migration's record, journaled (a second one of the same container is refused there) and announced. */
@@ -305,106 +308,96 @@ export class Orchestrator {
     return result;
   }
 
-  private async run(m: MigrationRecord): Promise<void> {
-    const started = performance.now();
+  private async containerSteps(m: MigrationRecord): Promise<void> {
     const source = this.nodes.client(m.source.node, m.id);
     const target = this.nodes.client(m.target.node, m.id);
     const runtime = m.source.runtime;
-    try {
-      await this.step(m, 'preflight', async () => {
-        // The agents' cached probes: CRIU and the kernel do not change under a running agent, and a fresh
-        // probe (criu check on both nodes) would add half a second to every migration.
-        const [sourceCaps, targetCaps, taken, targetStats] = await Promise.all([
-          source.node(),
-          target.node(),
-          target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
-          target.stats(),
-          // podman and docker restore onto the image the container was created from: it must be there.
-          m.source.imageId ? target.assertImage(runtime, m.source.imageId) : undefined,
-        ]);
-        m.restoreEstimateMs = targetStats.restoreMs[runtime] ?? RESTORE_PRIOR_MS;
-        checkCompatibility(sourceCaps, targetCaps, runtime);
-        if (taken) {
-          throw new FerryError('conflict', `${m.target.node} already has a ${runtime} container named ${m.target.containerName}`, {
-            hint: 'remove it there first',
-          });
-        }
-        m.strategy = chooseStrategy(containerRequestOf(m).strategy, sourceCaps, runtime, targetCaps);
-        this.emit(m, {
-          type: 'progress',
-          step: 'preflight',
-          message: `strategy ${m.strategy.used}: ${m.strategy.reason}`,
-          data: { ...m.strategy },
+    await this.step(m, 'preflight', async () => {
+      // The agents' cached probes: CRIU and the kernel do not change under a running agent, and a fresh
+      // probe (criu check on both nodes) would add half a second to every migration.
+      const [sourceCaps, targetCaps, taken, targetStats] = await Promise.all([
+        source.node(),
+        target.node(),
+        target.containers(runtime).then((cs) => cs.find((c) => c.name === m.target.containerName)),
+        target.stats(),
+        // podman and docker restore onto the image the container was created from: it must be there.
+        m.source.imageId ? target.assertImage(runtime, m.source.imageId) : undefined,
+      ]);
+      m.restoreEstimateMs = targetStats.restoreMs[runtime] ?? RESTORE_PRIOR_MS;
+      checkCompatibility(sourceCaps, targetCaps, runtime);
+      if (taken) {
+        throw new FerryError('conflict', `${m.target.node} already has a ${runtime} container named ${m.target.containerName}`, {
+          hint: 'remove it there first',
         });
-        if (runtime === 'podman' && m.strategy.used === 'stopcopy') await this.prepareTwin(m, source, target);
-      });
-
-      const peer = this.nodes.peer(m.target.node);
-      if (m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid') {
-        await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
       }
-
-      const postcopy = isLazy(m);
-      let frozenAt = 0;
-      await this.step(m, 'checkpoint', async () => {
-        frozenAt = performance.now();
-        const parent = m.precopyFallback ? undefined : m.rounds.at(-1)?.checkpointId;
-        const ck = await source.checkpoint({
-          runtime,
-          container: m.source.containerId,
-          id: m.checkpointId,
-          leaveRunning: false,
-          // Lives only as long as the migration: kept plain, whatever the agents keep at rest.
-          transient: true,
-          ...(parent ? { parent } : {}),
-          ...(postcopy ? { lazy: true } : {}),
-          ...(m.target.twinId ? { inPlace: true } : {}),
-        });
-        m.figures.dumpMs = ck.timings?.checkpointMs;
-        m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
-        m.figures.finalPagesWritten = ck.stats?.pagesWritten;
-        this.emit(m, {
-          type: 'progress',
-          step: 'checkpoint',
-          message: `dumped ${ck.totalBytes} bytes; CRIU froze the container for ${ck.stats?.frozenTimeMs ?? '?'} ms`,
-          data: { bytes: ck.totalBytes, pagesWritten: ck.stats?.pagesWritten },
-        });
+      m.strategy = chooseStrategy(containerRequestOf(m).strategy, sourceCaps, runtime, targetCaps);
+      this.emit(m, {
+        type: 'progress',
+        step: 'preflight',
+        message: `strategy ${m.strategy.used}: ${m.strategy.reason}`,
+        data: { ...m.strategy },
       });
+      if (runtime === 'podman' && m.strategy.used === 'stopcopy') await this.prepareTwin(m, source, target);
+    });
 
-      await this.step(m, 'transfer', async () => {
-        // Rounds already on the target are skipped: only the final delta and the non-memory state move now.
-        const sent = await source.send(m.checkpointId, peer);
-        m.figures.transferMs = sent.ms;
-        m.figures.bytesSent = sent.bytes;
-        m.figures.bandwidthBytesPerSecond = sent.bytesPerSecond;
-        this.emit(m, {
-          type: 'progress',
-          step: 'transfer',
-          message: `sent ${sent.bytes} bytes in ${sent.ms} ms${peer.ssh ? ` over SSH to ${peer.ssh.host}` : ''}`,
-          data: { ...sent },
-        });
-      });
-
-      await this.step(m, 'restore', async () => {
-        // Post-copy: the target pulls memory from the source node's page server, at the agent's address.
-        const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
-        const into = m.target.twinId ? { into: m.target.twinId } : {};
-        const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into });
-        m.figures.restoreMs = r.timings.restoreMs;
-        m.figures.downtimeMs = elapsed(frozenAt);
-      });
-      if (postcopy) await this.step(m, 'pages', () => this.awaitPages(m, source));
-
-      await this.step(m, 'verify', () => verifyRunning(target, m));
-      await this.step(m, 'cleanup', () => this.cleanUp(m, source, target));
-      m.figures.totalMs = elapsed(started);
-      m.status = 'succeeded';
-      m.step = 'done';
-      this.finish(m);
-    } catch (err) {
-      m.figures.totalMs = elapsed(started);
-      await this.settle(m, err);
+    const peer = this.nodes.peer(m.target.node);
+    if (m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid') {
+      await this.step(m, 'rounds', () => this.precopyRounds(m, source, peer));
     }
+
+    const postcopy = isLazy(m);
+    let frozenAt = 0;
+    await this.step(m, 'checkpoint', async () => {
+      frozenAt = performance.now();
+      const parent = m.precopyFallback ? undefined : m.rounds.at(-1)?.checkpointId;
+      const ck = await source.checkpoint({
+        runtime,
+        container: m.source.containerId,
+        id: m.checkpointId,
+        leaveRunning: false,
+        // Lives only as long as the migration: kept plain, whatever the agents keep at rest.
+        transient: true,
+        ...(parent ? { parent } : {}),
+        ...(postcopy ? { lazy: true } : {}),
+        ...(m.target.twinId ? { inPlace: true } : {}),
+      });
+      m.figures.dumpMs = ck.timings?.checkpointMs;
+      m.figures.frozenTimeMs = ck.stats?.frozenTimeMs;
+      m.figures.finalPagesWritten = ck.stats?.pagesWritten;
+      this.emit(m, {
+        type: 'progress',
+        step: 'checkpoint',
+        message: `dumped ${ck.totalBytes} bytes; CRIU froze the container for ${ck.stats?.frozenTimeMs ?? '?'} ms`,
+        data: { bytes: ck.totalBytes, pagesWritten: ck.stats?.pagesWritten },
+      });
+    });
+
+    await this.step(m, 'transfer', async () => {
+      // Rounds already on the target are skipped: only the final delta and the non-memory state move now.
+      const sent = await source.send(m.checkpointId, peer);
+      m.figures.transferMs = sent.ms;
+      m.figures.bytesSent = sent.bytes;
+      m.figures.bandwidthBytesPerSecond = sent.bytesPerSecond;
+      this.emit(m, {
+        type: 'progress',
+        step: 'transfer',
+        message: `sent ${sent.bytes} bytes in ${sent.ms} ms${peer.ssh ? ` over SSH to ${peer.ssh.host}` : ''}`,
+        data: { ...sent },
+      });
+    });
+
+    await this.step(m, 'restore', async () => {
+      // Post-copy: the target pulls memory from the source node's page server, at the agent's address.
+      const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
+      const into = m.target.twinId ? { into: m.target.twinId } : {};
+      const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into });
+      m.figures.restoreMs = r.timings.restoreMs;
+      m.figures.downtimeMs = elapsed(frozenAt);
+    });
+    if (postcopy) await this.step(m, 'pages', () => this.awaitPages(m, source));
+
+    await this.step(m, 'verify', () => verifyRunning(target, m));
+    await this.step(m, 'cleanup', () => this.cleanUp(m, source, target));
   }
 
   /**
