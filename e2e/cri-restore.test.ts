@@ -13,68 +13,38 @@ import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { IMAGE } from '../agent/test/runtimes/harness.js';
-import { startTestCluster, type TestCluster } from './support/cluster.js';
-import {
-  buildSandboxImage,
-  CRI_HANDLER,
-  CRI_NAMESPACE,
-  type ContainerdNode,
-  importFromPodman,
-  startContainerd,
-} from './support/containerd.js';
-import { type ContainerConfig, CriClient, KUBELET_NAMESPACES, type PodSandboxConfig } from './support/cri/client.js';
-import { COUNTER_ARGV, countOf, importBusyboxImage, waitFor } from './support/workload.js';
+import type { TestCluster } from './support/cluster.js';
+import { CRI_HANDLER } from './support/containerd.js';
+import { type ContainerConfig, type CriClient, KUBELET_NAMESPACES, type PodSandboxConfig } from './support/cri/client.js';
+import { type CriCluster, CTR_IMAGE, startCriCluster } from './support/cri-cluster.js';
+import { COUNTER_ARGV, countOf, waitFor } from './support/workload.js';
 
-const SANDBOX_IMAGE = 'localhost/ferry-pause:1';
-/** podman's name for IMAGE, which its archive carries into containerd. */
-const CTR_IMAGE = 'localhost/ferry-busybox:latest';
 const SUBNETS: Record<string, string> = { a: '10.89.1.0/24', b: '10.89.2.0/24' };
 
 let scratch: string;
+let nodes: CriCluster;
 let cluster: TestCluster;
-const containerd = new Map<string, ContainerdNode>();
-const cri = new Map<string, CriClient>();
+let cri: Map<string, CriClient>;
 const sandboxes: [string, string][] = [];
 
 test.before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'ferry-cri-'));
-  const runcRoot = (node: string) => path.join(scratch, node, 'runc', CRI_NAMESPACE);
-  cluster = await startTestCluster(`cri${process.pid % 100000}`, ['a', 'b'], {
-    runtimes: ['runc'],
-    subnet: `10.88.${process.pid % 250}.0/24`,
-    agentArgs: (n) => ['--runc-root', runcRoot(n)],
-  });
-  await importBusyboxImage('podman', IMAGE, scratch);
-  await buildSandboxImage(IMAGE, SANDBOX_IMAGE);
-  for (const n of ['a', 'b']) {
-    const c = await startContainerd(cluster.net, n, path.join(scratch, n), {
-      imageStore: path.join(cluster.node(n).stateDir, 'images'),
-      cri: { subnet: SUBNETS[n] as string, sandboxImage: SANDBOX_IMAGE },
-    });
-    if (c.criRuncRoot !== runcRoot(n)) throw new Error(`containerd on ${n} keeps runc state for pods in ${c.criRuncRoot}`);
-    containerd.set(n, c);
-    cri.set(n, new CriClient(c.address));
-  }
-  const nodes = [...containerd.values()];
-  await importFromPodman(nodes, IMAGE, scratch, CRI_NAMESPACE);
-  await importFromPodman(nodes, SANDBOX_IMAGE, scratch, CRI_NAMESPACE);
+  nodes = await startCriCluster(`cri${process.pid % 100000}`, scratch, { subnet: `10.88.${process.pid % 250}.0/24`, podSubnets: SUBNETS });
+  ({ cluster, cri } = nodes);
 });
 
 test.after.always(async () => {
   for (const [n, id] of sandboxes) {
     await cri
-      .get(n)
+      ?.get(n)
       ?.stopPodSandbox(id)
       .catch(() => undefined);
     await cri
-      .get(n)
+      ?.get(n)
       ?.removePodSandbox(id)
       .catch(() => undefined);
   }
-  for (const c of cri.values()) c.close();
-  for (const c of containerd.values()) await c.stop().catch(() => undefined);
-  await cluster?.destroy();
+  await nodes?.stop();
   await rm(scratch, { recursive: true, force: true });
 });
 

@@ -17,29 +17,19 @@ import path from 'node:path';
 import { IMAGE } from '../agent/test/runtimes/harness.js';
 import type { ControllerClient } from '../controller/src/client.js';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
-import { CHECKPOINT_PLURAL, checkpointCrd } from '../controller/src/kube/record-crds.js';
-import { MIGRATION_PLURAL, migrationCrd } from '../controller/src/kube/record-crds.js';
+import { CHECKPOINT_PLURAL, checkpointCrd, MIGRATION_PLURAL, migrationCrd } from '../controller/src/kube/record-crds.js';
 import { CRD_GROUP, CRD_VERSION } from '../controller/src/kube/crd.js';
 import { CRI } from '../controller/src/policy/compile.js';
-import { startTestCluster, type TestCluster } from './support/cluster.js';
-import {
-  buildSandboxImage,
-  CRI_HANDLER,
-  CRI_NAMESPACE,
-  type ContainerdNode,
-  importFromPodman,
-  startContainerd,
-} from './support/containerd.js';
-import { CriClient } from './support/cri/client.js';
+import type { TestCluster } from './support/cluster.js';
+import { CRI_HANDLER, CRI_NAMESPACE, type ContainerdNode, importFromPodman } from './support/containerd.js';
+import type { CriClient } from './support/cri/client.js';
+import { type CriCluster, CTR_IMAGE, startCriCluster } from './support/cri-cluster.js';
 import { checkpointPolicy, servePolicies } from './support/kube-api/policies.js';
 import { startKubeApi, type KubeApiStandIn } from './support/kube-api/server.js';
 import { type FakeKubelet, startFakeKubelet } from './support/kubelet.js';
 import { scaled } from './support/time.js';
-import { COUNTER_ARGV, countOf, importBusyboxImage, waitFor } from './support/workload.js';
+import { COUNTER_ARGV, countOf, waitFor } from './support/workload.js';
 
-const SANDBOX_IMAGE = 'localhost/ferry-pause:1';
-/** podman's name for IMAGE, which its archive carries into containerd. */
-const CTR_IMAGE = 'localhost/ferry-busybox:latest';
 /** The same image under a name only node a has: a replacement pod on b cannot start from it. */
 const ONLY_ON_A = 'localhost/ferry-busybox-only-a:1';
 const SUBNETS: Record<string, string> = { a: '10.97.1.0/24', b: '10.97.2.0/24' };
@@ -47,9 +37,8 @@ const NS = 'shop';
 
 let scratch: string;
 let api: KubeApiStandIn;
+let nodes: CriCluster;
 let cluster: TestCluster;
-const containerd = new Map<string, ContainerdNode>();
-const cri = new Map<string, CriClient>();
 const kubelets: FakeKubelet[] = [];
 
 test.before(async () => {
@@ -58,34 +47,25 @@ test.before(async () => {
   servePolicies(api);
   for (const crd of [migrationCrd(), checkpointCrd()]) api.registerCrd(crd as unknown as Parameters<KubeApiStandIn['registerCrd']>[0]);
   await writeFile(path.join(scratch, 'kubeconfig'), api.kubeConfig().exportConfig());
-  const runcRoot = (node: string) => path.join(scratch, node, 'runc', CRI_NAMESPACE);
-  cluster = await startTestCluster(`kpm${process.pid % 100000}`, ['a', 'b'], {
-    runtimes: ['runc'],
+  nodes = await startCriCluster(`kpm${process.pid % 100000}`, scratch, {
     subnet: `10.96.${process.pid % 250}.0/24`,
-    agentArgs: (n) => ['--runc-root', runcRoot(n)],
+    podSubnets: SUBNETS,
     controllerArgs: [
       ...['--kube', '--kubeconfig', path.join(scratch, 'kubeconfig'), '--lease-namespace', 'ferry-system', '--database', database()],
       ...['--lease-duration', String(scaled(5_000)), '--renew-deadline', String(scaled(3_000)), '--retry-period', String(scaled(300))],
     ],
   });
-  await importBusyboxImage('podman', IMAGE, scratch);
-  await buildSandboxImage(IMAGE, SANDBOX_IMAGE);
+  cluster = nodes.cluster;
   await execa('podman', ['tag', IMAGE, ONLY_ON_A]);
-  for (const n of ['a', 'b']) {
-    const c = await startContainerd(cluster.net, n, path.join(scratch, n), {
-      imageStore: path.join(cluster.node(n).stateDir, 'images'),
-      cri: { subnet: SUBNETS[n] as string, sandboxImage: SANDBOX_IMAGE },
-    });
-    containerd.set(n, c);
-    cri.set(n, new CriClient(c.address));
-  }
-  const nodes = [...containerd.values()];
-  await importFromPodman(nodes, IMAGE, scratch, CRI_NAMESPACE);
-  await importFromPodman(nodes, SANDBOX_IMAGE, scratch, CRI_NAMESPACE);
-  await importFromPodman([containerd.get('a') as ContainerdNode], ONLY_ON_A, scratch, CRI_NAMESPACE);
+  await importFromPodman([nodes.containerd.get('a') as ContainerdNode], ONLY_ON_A, scratch, CRI_NAMESPACE);
   for (const n of ['a', 'b']) {
     kubelets.push(
-      await startFakeKubelet({ node: n, cri: cri.get(n) as CriClient, kubeConfig: api.kubeConfig(), handlers: { ferry: CRI_HANDLER } }),
+      await startFakeKubelet({
+        node: n,
+        cri: nodes.cri.get(n) as CriClient,
+        kubeConfig: api.kubeConfig(),
+        handlers: { ferry: CRI_HANDLER },
+      }),
     );
   }
   await waitFor(
@@ -97,9 +77,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   for (const k of kubelets) await k.stop().catch(() => undefined);
-  for (const c of cri.values()) c.close();
-  for (const c of containerd.values()) await c.stop().catch(() => undefined);
-  await cluster?.destroy();
+  await nodes?.stop();
   await api?.close();
   await execa('podman', ['rmi', ONLY_ON_A]).catch(() => undefined);
   if (scratch) await rm(scratch, { recursive: true, force: true });
