@@ -115,3 +115,11 @@ export class FerryError extends Error {
 export function isFerryError(err: unknown): err is FerryError {
   return err instanceof FerryError;
 }
+
+/** A rejection handler that swallows one error code (an absent thing that is absent is no failure) and rethrows the rest. */
+export function ignoring(code: ErrorCode): (err: unknown) => undefined {
+  return (err) => {
+    if (isFerryError(err) && err.code === code) return undefined;
+    throw err;
+  };
+}

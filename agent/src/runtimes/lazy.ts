@@ -16,12 +16,13 @@ import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { watch as watchDir } from 'node:fs';
 import { closeSync, constants, openSync } from 'node:fs';
-import { access, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { relevantCriuLogLines } from '../criu/log.js';
 import { FerryError } from '../errors.js';
+import { pathExists } from '../store/files.js';
 
 /** The source's side of a post-copy: settles when the target has every page (or the transfer failed). */
 export interface PageServer {
@@ -234,7 +235,7 @@ function socketAppears(file: string, dir: string, signal: AbortSignal): Promise<
   return new Promise((resolve, reject) => {
     // fs.watch starts at once (the promise API's starts only when iterated): nothing made after is missed.
     const watcher = watchDir(dir, { signal }, (_event, name) => {
-      if (name === path.basename(file)) void exists(file).then((yes) => yes && done());
+      if (name === path.basename(file)) void pathExists(file).then((yes) => yes && done());
     });
     const done = () => {
       watcher.close();
@@ -242,15 +243,9 @@ function socketAppears(file: string, dir: string, signal: AbortSignal): Promise<
     };
     watcher.on('error', (err) => (signal.aborted ? undefined : reject(err)));
     signal.addEventListener('abort', () => reject(signal.reason));
-    void exists(file).then((yes) => yes && done());
+    void pathExists(file).then((yes) => yes && done());
   });
 }
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 function lastLine(s: string): string {
   return s.split('\n').filter(Boolean).pop() ?? 'no output';

@@ -11,12 +11,13 @@
  * restore.log, deleted on success, kept on failure.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { access, copyFile, link, mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { copyFile, link, mkdtemp, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { relevantCriuLogLines } from '../criu/log.js';
 import { type CriuDumpStats, type CriuRestoreStats, PAGE_SIZE, readDumpStats } from '../criu/stats.js';
 import { FerryError, isFerryError } from '../errors.js';
+import { pathExists } from '../store/files.js';
 import { MANIFEST_FILE } from '../store/manifest.js';
 import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { freezeBeforeDump, holdFrozen, type Thaw, thawPid } from './freezer.js';
@@ -386,7 +387,7 @@ export class PodmanDriver implements RuntimeDriver {
       await Promise.all([
         linkOrCopyTree(path.join(req.dir, IMAGES), images),
         ...USERDATA_FILES.map((f) => linkOrCopyFile(path.join(req.dir, f), path.join(e.StaticDir, f))),
-        !original && upper && (await exists(archive)) ? unpackUpperDir(archive, upper) : undefined,
+        !original && upper && (await pathExists(archive)) ? unpackUpperDir(archive, upper) : undefined,
       ]);
       await req.verified;
       const out = await this.podman(['container', 'restore', '--print-stats', '--', e.Id], (f) => this.restoreFailure(f, req, false));
@@ -554,20 +555,14 @@ async function moveTree(from: string, to: string): Promise<void> {
 
 /** podman writes these only when there is something to keep (a /dev/shm with files, a network). */
 async function moveFile(from: string, to: string): Promise<void> {
-  if (await exists(from)) await moveTree(from, to);
+  if (await pathExists(from)) await moveTree(from, to);
 }
 
 async function linkOrCopyFile(from: string, to: string): Promise<void> {
-  if (!(await exists(from))) return;
+  if (!(await pathExists(from))) return;
   await rm(to, { force: true });
   await link(from, to).catch(() => copyFile(from, to));
 }
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 function conflict(name: string, f: CommandFailure): FerryError {
   return new FerryError('conflict', `podman already has a container named ${name}: ${f.stderr}`, { hint: 'remove it there first' });

@@ -1,10 +1,16 @@
-/** Walking, hashing and syncing checkpoint files. */
+/** Walking, hashing and syncing checkpoint files; whether a path exists. */
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, fsync, openSync, read, readSync } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { access, open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ManifestFile } from './manifest.js';
+
+export const pathExists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
 
 /**
  * Every regular file under dir/rel (rel itself when it is a file), as sorted paths relative to dir;

@@ -5,23 +5,18 @@
  * ECDSA P-256. Rotation: issue new certificates from the same CA and restart the service; to replace
  * the CA, give every service a bundle holding both CAs in --tls-ca while certificates are reissued.
  */
-import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { FerryError } from '../errors.js';
+import { pathExists } from '../store/files.js';
 
 export interface IssuedFiles {
   cert: string;
   key: string;
   ca: string;
 }
-
-const exists = (f: string) =>
-  stat(f).then(
-    () => true,
-    () => false,
-  );
 
 /** `openssl req` flags for a new ECDSA P-256 key, unencrypted (services read it at start, unattended). */
 const NEW_P256_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
@@ -40,7 +35,7 @@ export async function initCa(dir: string, opts: { days?: number; name?: string }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const key = path.join(dir, 'ca.key');
   const cert = path.join(dir, 'ca.crt');
-  if ((await exists(key)) || (await exists(cert))) {
+  if ((await pathExists(key)) || (await pathExists(cert))) {
     throw new FerryError('conflict', `${dir} already holds a CA`, {
       hint: 'issue certificates from it with `ferry tls issue`, or choose another --dir',
     });
@@ -76,7 +71,7 @@ export async function issueCertificate(dir: string, name: string, opts: { hosts?
   }
   const ca = path.join(dir, 'ca.crt');
   const caKey = path.join(dir, 'ca.key');
-  if (!(await exists(caKey)))
+  if (!(await pathExists(caKey)))
     throw new FerryError('not_found', `no CA in ${dir}`, { hint: 'create one with `ferry tls init-ca --dir DIR`' });
   const hosts = [...new Set([name, ...(opts.hosts ?? [])])];
   const san = hosts.map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { AgentClient } from '../../../agent/src/client.js';
 import type { Peer } from '../../../agent/src/transfer.js';
-import { FerryError, isFerryError } from '../../../agent/src/errors.js';
+import { FerryError, ignoring, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { MigrationRepo } from '../store/migrations.js';
@@ -619,7 +619,7 @@ export class Orchestrator {
           );
     if (state !== 'serving') return;
     this.emit(m, { type: 'progress', step: failedStep, message: `stopping the page server on ${m.source.node}; the source runs on` });
-    await ignoreNotFound(source.deleteCheckpoint(m.checkpointId)).catch(() => undefined);
+    await source.deleteCheckpoint(m.checkpointId).catch(() => undefined);
   }
 
   private async restoreSource(m: MigrationRecord, source: AgentClient): Promise<string> {
@@ -734,13 +734,6 @@ async function verifyRunning(target: AgentClient, m: MigrationRecord): Promise<v
 async function deleteChain(client: AgentClient, m: MigrationRecord): Promise<void> {
   const inFlight = m.strategy?.used === 'precopy' || m.strategy?.used === 'hybrid' ? [`${m.checkpointId}-r${m.rounds.length + 1}`] : [];
   for (const id of [m.checkpointId, ...inFlight, ...m.rounds.map((r) => r.checkpointId).reverse()]) {
-    await ignoreNotFound(client.deleteCheckpoint(id));
+    await client.deleteCheckpoint(id).catch(ignoring('checkpoint_not_found'));
   }
-}
-
-function ignoreNotFound(p: Promise<unknown>): Promise<unknown> {
-  return p.catch((err: unknown) => {
-    if (isFerryError(err) && err.code === 'checkpoint_not_found') return undefined;
-    throw err;
-  });
 }

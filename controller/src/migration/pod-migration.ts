@@ -16,7 +16,7 @@
  * stopped: exactly one copy, the original, and it lost nothing. A replacement found running ends forward.
  */
 import type { AgentClient } from '../../../agent/src/client.js';
-import { FerryError, isFerryError } from '../../../agent/src/errors.js';
+import { FerryError, ignoring, isFerryError } from '../../../agent/src/errors.js';
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { PodMover } from '../kube/pod-mover.js';
 import type { NodeRegistry } from '../nodes.js';
@@ -147,18 +147,12 @@ async function finishForward(ctx: PodMigrationContext): Promise<void> {
   if (p.holdId)
     await attempt(
       `killing the frozen source on ${m.source.node}`,
-      source.releaseHold(p.holdId, { kill: true }).catch(ignoreCode('not_found')),
+      source.releaseHold(p.holdId, { kill: true }).catch(ignoring('not_found')),
     );
   await attempt(`restore annotations of ${p.replacement}`, pods.clearRestoreAnnotations(p.namespace, p.replacement as string));
   for (const c of p.containers) {
-    await attempt(
-      `${c.checkpointId} on ${m.source.node}`,
-      source.deleteCheckpoint(c.checkpointId).catch(ignoreCode('checkpoint_not_found')),
-    );
-    await attempt(
-      `${c.checkpointId} on ${m.target.node}`,
-      target.deleteCheckpoint(c.checkpointId).catch(ignoreCode('checkpoint_not_found')),
-    );
+    await attempt(`${c.checkpointId} on ${m.source.node}`, source.deleteCheckpoint(c.checkpointId).catch(ignoring('checkpoint_not_found')));
+    await attempt(`${c.checkpointId} on ${m.target.node}`, target.deleteCheckpoint(c.checkpointId).catch(ignoring('checkpoint_not_found')));
   }
   if (leftovers.length) journal.emit({ type: 'progress', step: 'cleanup', message: `left behind: ${leftovers.join('; ')}` });
 }
@@ -202,16 +196,9 @@ export async function settlePodMigration(ctx: PodMigrationContext): Promise<{ fo
     ] as const) {
       await agent
         .deleteCheckpoint(c.checkpointId)
-        .catch(ignoreCode('checkpoint_not_found'))
+        .catch(ignoring('checkpoint_not_found'))
         .catch((err: unknown) => notes.push(`deleting ${c.checkpointId} on ${node}: ${(err as Error).message}`));
     }
   }
   return { forward: false, outcome: notes.length ? `${outcome}; ${notes.join('; ')}` : outcome };
-}
-
-function ignoreCode(code: string) {
-  return (err: unknown) => {
-    if (isFerryError(err) && err.code === code) return undefined;
-    throw err;
-  };
 }
