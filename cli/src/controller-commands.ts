@@ -241,10 +241,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
           strategy: opts.strategy,
           ...(opts.maxDowntime ? { maxDowntimeMs: opts.maxDowntime } : {}),
         });
-        if (!opts.follow) return ctx.print(started, () => `migration ${started.id} accepted`);
-        const m = await follow(c, started.id, ctx);
-        ctx.print(m, () => migrationSummary(m));
-        if (m.status !== 'succeeded') process.exitCode = 1;
+        await followToEnd(c, started, opts.follow, ctx);
       },
     );
 
@@ -267,10 +264,7 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
         targetNode: opts.to,
         ...(opts.readyTimeout ? { readyTimeoutMs: opts.readyTimeout } : {}),
       });
-      if (!opts.follow) return ctx.print(started, () => `migration ${started.id} accepted`);
-      const m = await follow(c, started.id, ctx);
-      ctx.print(m, () => migrationSummary(m));
-      if (m.status !== 'succeeded') process.exitCode = 1;
+      await followToEnd(c, started, opts.follow, ctx);
     });
 
   program
@@ -320,6 +314,14 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
       const m = opts.follow ? await follow(c, id, ctx) : await c.migration(id);
       ctx.print(m, () => migrationSummary(m));
     });
+}
+
+/** After POST /migrate: says it was accepted, or follows it to its end, prints the summary and fails the exit code unless it succeeded. */
+async function followToEnd(c: ControllerClient, started: MigrationRecord, following: boolean, ctx: CliContext): Promise<void> {
+  if (!following) return ctx.print(started, () => `migration ${started.id} accepted`);
+  const m = await follow(c, started.id, ctx);
+  ctx.print(m, () => migrationSummary(m));
+  if (m.status !== 'succeeded') process.exitCode = 1;
 }
 
 /** Prints each event as a line on stderr (stdout stays for the result) and returns the final record. */
