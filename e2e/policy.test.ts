@@ -252,22 +252,29 @@ test.serial('a lost node: its container is restored from the latest copy on b, a
  * Two containers that take turns through mailbox files on a shared bind mount: A counts up when B has
  * acknowledged its last count, B when it sees A's next one. So at any instant A's count is B's or one
  * more, and a pair restored from one consistent cut keeps that; each writes its count to /tmp/count.
+ *
+ * Every file they write keeps one size: counts are written padded to 8 columns through `1<>` (open for
+ * writing without truncating). CRIU records the size of each open file and refuses a restore where it
+ * differs, and these files outlive the checkpoint: the originals go on writing after the cut, so a
+ * shell frozen between an O_TRUNC open and its write once failed the restore ("shared/b has bad size 4
+ * (expect 0)").
  */
+const COUNT_WIDTH = '%8d\\n';
 const PING = [
   '/bin/sh',
   '-c',
-  'n=0; while true; do m=$(cat /shared/b 2>/dev/null); if [ "$m" = "$n" ]; then n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $n > /shared/a; fi; sleep 0.01; done',
+  `n=0; while true; do m=$(cat /shared/b 2>/dev/null); if [ "$m" -eq "$n" ] 2>/dev/null; then n=$((n+1)); printf '${COUNT_WIDTH}' $n 1<>/tmp/count; printf '${COUNT_WIDTH}' $n 1<>/shared/a; fi; sleep 0.01; done`,
 ];
 const PONG = [
   '/bin/sh',
   '-c',
-  'n=0; echo 0 > /shared/b; while true; do m=$(cat /shared/a 2>/dev/null); if [ "$m" = "$((n+1))" ]; then n=$((n+1)); echo $n > /tmp/count.new; mv /tmp/count.new /tmp/count; echo $n > /shared/b; fi; sleep 0.01; done',
+  `n=0; printf '${COUNT_WIDTH}' 0 1<>/shared/b; while true; do m=$(cat /shared/a 2>/dev/null); if [ "$m" -eq "$((n+1))" ] 2>/dev/null; then n=$((n+1)); printf '${COUNT_WIDTH}' $n 1<>/tmp/count; printf '${COUNT_WIDTH}' $n 1<>/shared/b; fi; sleep 0.01; done`,
 ];
 
 /**
- * Both counts at one instant: the pair is held frozen while the files are read from the host. Each
- * count is written to a new file and renamed over the old one: a freeze between a truncation and a
- * write would otherwise leave an empty file to read (seen once as a "live pair" of 0 and 27).
+ * Both counts at one instant: the pair is held frozen while the files are read from the host. Counts
+ * are rewritten in place at a fixed width, so a freeze mid-write cannot leave an empty file to read
+ * (a truncating write once showed a "live pair" of 0 and 27).
  */
 async function pairCounts(ping: string, pong: string): Promise<{ ping: number; pong: number }> {
   const agent = cluster.node('a').agent;
