@@ -30,7 +30,7 @@ async function validateKind(m: Manifest): Promise<void> {
 interface Container {
   args: string[];
   image: string;
-  env: { name: string; valueFrom?: { fieldRef?: unknown; secretKeyRef?: { name: string; key: string } } }[];
+  env: { name: string; value?: string; valueFrom?: { fieldRef?: unknown; secretKeyRef?: { name: string; key: string } } }[];
   securityContext: { allowPrivilegeEscalation?: boolean; privileged?: boolean };
 }
 interface Workload {
@@ -191,6 +191,15 @@ test('checkpoints at rest: compression always passed, the image key mounted from
   t.is(ds.volumes?.find((v) => v.name === 'image-key')?.secret?.secretName, 'ferry-image-key');
 });
 
+test("agent.extraEnv: the node's CRIU settings reach the agent after its own environment", async (t) => {
+  const plain = one<Workload>(await renderChart(), 'DaemonSet').spec.template.spec.containers[0];
+  const r = await renderChart({ agent: { extraEnv: [{ name: 'CRIU_FAULT', value: '130' }] } });
+  for (const m of r.manifests) await t.notThrowsAsync(validateKind(m.object), m.source);
+  const env = one<Workload>(r, 'DaemonSet').spec.template.spec.containers[0]?.env ?? [];
+  t.deepEqual(env.slice(0, plain?.env.length), plain?.env);
+  t.deepEqual(env.at(-1), { name: 'CRIU_FAULT', value: '130' });
+});
+
 test('values.schema.json accepts the defaults and refuses nonsense, naming the value', async (t) => {
   const schema = JSON.parse(await readFile(path.join(CHART_DIR, 'values.schema.json'), 'utf8')) as object;
   const validateValues = new Ajv({ allErrors: true, strict: false }).compile(schema);
@@ -201,6 +210,7 @@ test('values.schema.json accepts the defaults and refuses nonsense, naming the v
     [{ tokens: { agent: 'short' } }, '/tokens/agent'],
     [{ agent: { stateDir: 'relative/dir' } }, '/agent/stateDir'],
     [{ agent: { port: 70000 } }, '/agent/port'],
+    [{ agent: { extraEnv: [{ name: 'CRIU FAULT', value: '130' }] } }, '/agent/extraEnv/0/name'],
     [{ replicas: 2 }, ''],
   ];
   for (const [values, at] of refused) {

@@ -12,8 +12,9 @@ APT_STATE=/var/lib/ferry/apt
 CRIU_HOST_LIBS="libbsd0 libgnutls30 libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libuuid1"
 # golang-go, sprig and yaml.v3: Helm's template engine (Go text/template + sprig) for the chart tests.
 HELM_TEMPLATE_PACKAGES="golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev"
+# mmdebstrap builds the container image from Debian 13 packages (image/build.sh, e2e/image.test.ts).
 # gcc and libc6-dev build the static gap-detecting workload (e2e/workload); util-linux gives nsenter.
-HOST_PACKAGES="runc podman docker.io containerd busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux openssh-server zstd $HELM_TEMPLATE_PACKAGES $CRIU_HOST_LIBS"
+HOST_PACKAGES="runc podman docker.io containerd busybox-static iproute2 iptables uidmap curl tar gcc libc6-dev util-linux openssh-server zstd mmdebstrap $HELM_TEMPLATE_PACKAGES $CRIU_HOST_LIBS"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }
 changed=0
@@ -44,9 +45,7 @@ trixie_apt_opts() {
 
 write_trixie_source() {
   local uri
-  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [ -n "$uri" ] || uri=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$uri" ] || { log "cannot find the machine's Debian mirror in /etc/apt"; exit 1; }
+  uri=$(debian_mirror)
   mkdir -p "$APT_STATE/lists/partial" "$APT_STATE/cache/archives/partial" "$APT_STATE/sources"
   printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
     "$uri" >"$APT_STATE/sources/trixie.sources"

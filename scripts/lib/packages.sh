@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Installing Debian packages for Ferry's scripts, sourced by scripts/setup-host.sh and e2e/lab/lab.sh:
+# Installing Debian packages for Ferry's scripts, sourced by scripts/setup-host.sh, e2e/lab/lab.sh and
+# image/build.sh:
 # only what is missing, and nothing started at install time (openssh-server's and docker.io's maintainer
 # scripts would start their daemons; the tests start what they need and stop it). The caller defines log.
 
@@ -27,4 +28,13 @@ install_missing_packages() {
   if [ "$own_policy" = 1 ]; then rm -f "$policy" && trap - EXIT; fi
   # shellcheck disable=SC2034 # read by the caller
   PACKAGES_INSTALLED=1
+}
+
+# The Debian mirror this machine's apt already uses (deb822 sources first, then the one-line format).
+debian_mirror() {
+  local uri
+  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { log "cannot find the machine's Debian mirror in /etc/apt"; return 1; }
+  echo "$uri"
 }
