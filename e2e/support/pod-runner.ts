@@ -1,14 +1,18 @@
 /**
  * A stand-in for kubelet running one pod of a rendered chart on this machine with podman, for the image
- * test: what the chart's agent DaemonSet needs, done as kubelet does it. Init containers run one after
- * the other to completion, then the containers start; environment comes from values, the downward API
- * (spec.nodeName, status.hostIP, status.podIP) and the chart's Secrets; $(VAR) in command and args is
- * expanded from it; hostPID, hostNetwork, privileged, hostPath, emptyDir and Secret volumes (with
- * readOnly and mountPropagation) are honoured; readiness is the container's httpGet probe, TLS unchecked
- * as kubelet does. A pod asking for anything else is refused, not run half-understood.
+ * test: what the chart's agent DaemonSet and controller Deployment need, done as kubelet does it. Init
+ * containers run one after the other to completion, then the containers start; environment comes from
+ * values, the downward API (metadata.name, metadata.namespace, spec.nodeName, status.hostIP,
+ * status.podIP) and the chart's Secrets; $(VAR) in command and args is expanded from it; hostPID,
+ * hostNetwork, privileged, hostPath, emptyDir (world-writable, as kubelet makes it) and Secret volumes
+ * (with readOnly and mountPropagation), the service account's token with KUBERNETES_SERVICE_HOST/PORT,
+ * runAsUser/runAsNonRoot, a read-only root file system (no tmpfs slipped in), dropped capabilities and
+ * no-new-privileges are honoured; readiness is the container's httpGet probe, TLS unchecked as kubelet
+ * does. A pod asking for anything else is refused, not run half-understood.
  *
- * hostPath volumes may be redirected (a node's /etc to a scratch directory) so that a test never
- * writes into this machine's own configuration.
+ * Left out: a pod network (every pod gets the node's, so pod IP = node IP), liveness restarts, resource
+ * limits, image pulls. hostPath volumes may be redirected (a node's /etc to a scratch directory) so that
+ * a test never writes into this machine's own configuration.
  */
 import { execa } from 'execa';
 import { request as httpRequest } from 'node:http';
@@ -36,7 +40,13 @@ export interface PodContainer {
   args?: string[];
   env?: EnvVar[];
   volumeMounts?: Mount[];
-  securityContext?: { privileged?: boolean; runAsUser?: number };
+  securityContext?: {
+    privileged?: boolean;
+    runAsUser?: number;
+    allowPrivilegeEscalation?: boolean;
+    readOnlyRootFilesystem?: boolean;
+    capabilities?: { drop?: string[] };
+  };
   readinessProbe?: { httpGet?: { path: string; port: number | string; scheme?: 'HTTP' | 'HTTPS' } };
   ports?: { name?: string; containerPort: number }[];
 }
@@ -47,6 +57,8 @@ interface Volume {
   secret?: { secretName: string; defaultMode?: number };
 }
 export interface PodSpec {
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; seccompProfile?: { type: 'RuntimeDefault' } };
+  automountServiceAccountToken?: boolean;
   hostPID?: boolean;
   hostNetwork?: boolean;
   initContainers?: PodContainer[];
@@ -61,7 +73,16 @@ export interface NodeOfPod {
   secrets: Record<string, Record<string, string>>;
   /** hostPath prefixes redirected elsewhere, e.g. { '/etc': '/tmp/node-a/etc' }. */
   redirect?: Record<string, string>;
+  /** The cluster's API server as pods reach it (the `kubernetes` Service): the service account's token and CA. */
+  apiServer?: { host: string; port: number; token: string; ca: Buffer };
 }
+
+export interface PodMeta {
+  name: string;
+  namespace: string;
+}
+
+const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 export interface RunningPod {
   /** podman's name for a running container of the pod. */
@@ -82,8 +103,10 @@ const UNDERSTOOD_POD = new Set([
   'serviceAccountName',
   'automountServiceAccountToken',
   'dnsPolicy',
+  'securityContext',
 ]);
-// Fields kubelet acts on that do not change what runs on one node for a test: resources, ports, pull policy.
+// Fields kubelet acts on that do not change what runs on one node for a test: resources, ports, pull
+// policy, and the liveness probe (restarts are left out).
 const UNDERSTOOD_CONTAINER = new Set([
   'name',
   'image',
@@ -93,10 +116,12 @@ const UNDERSTOOD_CONTAINER = new Set([
   'volumeMounts',
   'securityContext',
   'readinessProbe',
+  'livenessProbe',
   'ports',
   'resources',
   'imagePullPolicy',
 ]);
+const UNDERSTOOD_SECURITY = new Set(['privileged', 'runAsUser', 'allowPrivilegeEscalation', 'readOnlyRootFilesystem', 'capabilities']);
 
 function refuseUnknown(what: string, o: object, known: Set<string>): void {
   const unknown = Object.keys(o).filter((k) => !known.has(k));
@@ -108,8 +133,9 @@ export function expandVars(s: string, env: Record<string, string>): string {
   return s.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name?: string) => (m === '$$' ? '$' : (env[name as string] ?? m)));
 }
 
-export async function runPod(name: string, spec: PodSpec, node: NodeOfPod): Promise<RunningPod> {
+export async function runPod(meta: PodMeta, spec: PodSpec, node: NodeOfPod): Promise<RunningPod> {
   refuseUnknown('pod fields', spec, UNDERSTOOD_POD);
+  const { name } = meta;
   const scratch = await mkdtemp(path.join(os.tmpdir(), `ferry-pod-${name}-`));
   const started: string[] = [];
   const pod: RunningPod = {
@@ -123,8 +149,10 @@ export async function runPod(name: string, spec: PodSpec, node: NodeOfPod): Prom
   };
   try {
     const volumes = await materializeVolumes(spec.volumes ?? [], node, scratch);
+    const serviceAccount = await serviceAccountDir(spec, node, meta, scratch);
+    const argsOf = (c: PodContainer) => runArgs(meta, spec, c, node, volumes, serviceAccount);
     for (const c of spec.initContainers ?? []) {
-      const r = await execa('podman', ['run', '--rm', '--name', `${name}-${c.name}`, ...runArgs(spec, c, node, volumes)], {
+      const r = await execa('podman', ['run', '--rm', '--name', `${name}-${c.name}`, ...argsOf(c)], {
         reject: false,
         all: true,
       });
@@ -132,7 +160,7 @@ export async function runPod(name: string, spec: PodSpec, node: NodeOfPod): Prom
     }
     for (const c of spec.containers) {
       started.push(`${name}-${c.name}`);
-      await execa('podman', ['run', '--detach', '--name', `${name}-${c.name}`, ...runArgs(spec, c, node, volumes)]);
+      await execa('podman', ['run', '--detach', '--name', `${name}-${c.name}`, ...argsOf(c)]);
     }
     for (const c of spec.containers) await waitReady(pod, c, node);
     return pod;
@@ -155,6 +183,7 @@ async function materializeVolumes(volumes: Volume[], node: NodeOfPod, scratch: s
     } else if (v.emptyDir) {
       const dir = path.join(scratch, 'empty', v.name);
       await mkdir(dir, { recursive: true });
+      await chmod(dir, 0o777);
       sources.set(v.name, dir);
     } else if (v.secret) {
       const data = node.secrets[v.secret.secretName];
@@ -173,9 +202,29 @@ async function materializeVolumes(volumes: Volume[], node: NodeOfPod, scratch: s
   return sources;
 }
 
-function resolveEnv(c: PodContainer, node: NodeOfPod): Record<string, string> {
-  const fields: Record<string, string> = { 'spec.nodeName': node.name, 'status.hostIP': node.ip, 'status.podIP': node.ip };
-  const env: Record<string, string> = {};
+/** The service account's token, CA and namespace, as kubelet projects them; undefined when not mounted. */
+async function serviceAccountDir(spec: PodSpec, node: NodeOfPod, meta: PodMeta, scratch: string): Promise<string | undefined> {
+  if (!node.apiServer || spec.automountServiceAccountToken === false) return undefined;
+  const dir = path.join(scratch, 'serviceaccount');
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, 'token'), node.apiServer.token);
+  await writeFile(path.join(dir, 'ca.crt'), node.apiServer.ca);
+  await writeFile(path.join(dir, 'namespace'), meta.namespace);
+  return dir;
+}
+
+function resolveEnv(meta: PodMeta, c: PodContainer, node: NodeOfPod): Record<string, string> {
+  const fields: Record<string, string> = {
+    'metadata.name': meta.name,
+    'metadata.namespace': meta.namespace,
+    'spec.nodeName': node.name,
+    'status.hostIP': node.ip,
+    'status.podIP': node.ip,
+  };
+  // kubelet gives every pod the `kubernetes` Service's address; the pod's own variables come after.
+  const env: Record<string, string> = node.apiServer
+    ? { KUBERNETES_SERVICE_HOST: node.apiServer.host, KUBERNETES_SERVICE_PORT: String(node.apiServer.port) }
+    : {};
   for (const e of c.env ?? []) {
     if (e.value !== undefined) env[e.name] = expandVars(e.value, env);
     else if (e.valueFrom?.fieldRef) {
@@ -192,14 +241,30 @@ function resolveEnv(c: PodContainer, node: NodeOfPod): Record<string, string> {
   return env;
 }
 
-function runArgs(spec: PodSpec, c: PodContainer, node: NodeOfPod, volumes: Map<string, string>): string[] {
+function runArgs(
+  meta: PodMeta,
+  spec: PodSpec,
+  c: PodContainer,
+  node: NodeOfPod,
+  volumes: Map<string, string>,
+  serviceAccount: string | undefined,
+): string[] {
   refuseUnknown(`container ${c.name}'s fields`, c, UNDERSTOOD_CONTAINER);
-  const env = resolveEnv(c, node);
-  const args: string[] = [];
+  const security = c.securityContext ?? {};
+  refuseUnknown(`container ${c.name}'s securityContext`, security, UNDERSTOOD_SECURITY);
+  const env = resolveEnv(meta, c, node);
+  // Every pod on the node's network: there is no pod network here (see the header).
+  const args: string[] = ['--network=host'];
   if (spec.hostPID) args.push('--pid=host');
-  if (spec.hostNetwork) args.push('--network=host');
-  if (c.securityContext?.privileged) args.push('--privileged');
-  if (c.securityContext?.runAsUser !== undefined) args.push('--user', String(c.securityContext.runAsUser));
+  if (security.privileged) args.push('--privileged');
+  const user = security.runAsUser ?? spec.securityContext?.runAsUser;
+  if (spec.securityContext?.runAsNonRoot && !user) throw new Error(`container ${c.name}: runAsNonRoot without a non-root runAsUser`);
+  if (user !== undefined) args.push('--user', String(user));
+  if (security.allowPrivilegeEscalation === false) args.push('--security-opt=no-new-privileges');
+  // podman would mount tmpfs on /tmp, /run and /var/tmp of a read-only root; kubelet does not.
+  if (security.readOnlyRootFilesystem) args.push('--read-only', '--read-only-tmpfs=false');
+  for (const cap of security.capabilities?.drop ?? []) args.push(`--cap-drop=${cap.toLowerCase()}`);
+  if (serviceAccount) args.push('--volume', `${serviceAccount}:${SERVICE_ACCOUNT_DIR}:ro`);
   for (const [k, v] of Object.entries(env)) args.push('--env', `${k}=${v}`);
   for (const m of c.volumeMounts ?? []) {
     const source = volumes.get(m.name);

@@ -25,7 +25,13 @@ export async function startCounting(id: string, scratch: string, root: string, a
 export async function startRuncCounter(
   id: string,
   scratch: string,
-  opts: { argv?: string[]; root?: string; binds?: { source: string; destination: string }[] } = {},
+  opts: {
+    argv?: string[];
+    root?: string;
+    binds?: { source: string; destination: string }[];
+    /** OCI annotations, e.g. the ones containerd's CRI plugin puts on a pod's containers. */
+    annotations?: Record<string, string>;
+  } = {},
 ): Promise<string> {
   const bundle = path.join(scratch, id);
   await mkdir(bundle, { recursive: true });
@@ -35,6 +41,7 @@ export async function startRuncCounter(
   spec.process.terminal = false;
   spec.process.args = opts.argv ?? COUNTER_ARGV;
   spec.root.readonly = false;
+  if (opts.annotations) spec.annotations = { ...spec.annotations, ...opts.annotations };
   for (const b of opts.binds ?? [])
     spec.mounts.push({ destination: b.destination, type: 'bind', source: b.source, options: ['rbind', 'rw'] });
   await writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));

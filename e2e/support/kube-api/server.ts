@@ -9,7 +9,7 @@
  * with the fields); bearer-token auth. Not served: admission, RBAC, garbage collection, field selectors.
  */
 import { KubeConfig } from '@kubernetes/client-node';
-import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import type { SchemaNode } from '../../../controller/src/kube/crd.js';
 import { jsonPatch, mergePatch, PatchError } from './patch.js';
@@ -91,7 +91,11 @@ interface Target {
   subresource?: 'status';
 }
 
-export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeApiStandIn> {
+/**
+ * `tls`: serve HTTPS with this certificate, as a real API server does; in-cluster clients (a pod's service
+ * account) only speak HTTPS. Without it, plain HTTP for tests that run the controller as a process.
+ */
+export async function startKubeApi(opts: { token?: string; tls?: { cert: Buffer; key: Buffer } } = {}): Promise<KubeApiStandIn> {
   const token = opts.token ?? randomBytes(16).toString('hex');
   const store = new ObjectStore();
   const types = new Map<string, ResourceType>(BUILT_IN.map((t) => [`${t.group}/${t.version}/${t.plural}`, t]));
@@ -101,7 +105,8 @@ export async function startKubeApi(opts: { token?: string } = {}): Promise<KubeA
   let goneAnswers = 0;
   let holds: Hold[] = [];
 
-  const app = Fastify({ logger: false });
+  // One type for both: the routes use nothing that differs between the HTTP and the HTTPS server.
+  const app = (opts.tls ? Fastify({ logger: false, https: opts.tls }) : Fastify({ logger: false })) as unknown as FastifyInstance;
   // Patches come with their own media types, all JSON; a DELETE may say application/json and send nothing.
   app.removeContentTypeParser('application/json');
   for (const type of [
