@@ -18,8 +18,8 @@ import test from 'ava';
 import { execa } from 'execa';
 import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
+import { freePort } from '../agent/src/runtimes/lazy.js';
 import { AgentClient } from '../agent/src/client.js';
 import { initCa, issueCertificate } from '../agent/src/tls/ca.js';
 import { loadTlsIdentity, type TlsIdentity } from '../agent/src/tls/identity.js';
@@ -54,14 +54,6 @@ let agent: AgentClient;
 let controller: ControllerClient;
 let agentPort: number;
 let rendered: Awaited<ReturnType<typeof renderChart>>;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** What setup-host.sh found this machine's CRIU to need (CRIU_FAULT=130 where breakpoints never fire). */
 async function nodeCriuEnv(): Promise<{ name: string; value: string }[]> {

@@ -9,9 +9,9 @@ import { CoreV1Api, PatchStrategy, setHeaderOptions, type V1Pod } from '@kuberne
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from '../agent/src/runtimes/lazy.js';
 import { fileURLToPath } from 'node:url';
 import { ControllerClient } from '../controller/src/client.js';
 import { type KubeApiStandIn, startKubeApi } from './support/kube-api/server.js';
@@ -30,15 +30,6 @@ let port: number;
 let controller: ControllerClient;
 let controllerProcess: NodeProcess;
 const processes: NodeProcess[] = [];
-
-/** A port free on the loopback addresses: the agents of a DaemonSet all listen on the same one. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port: p } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return p;
-}
 
 async function startAgent(node: string, address: string): Promise<void> {
   const dir = path.join(scratch, node);
