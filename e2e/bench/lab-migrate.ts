@@ -9,12 +9,14 @@
  * MiB/s of it, round-robin over all of it; its longest gap between 10 ms ticks across the move is the
  * downtime it saw. Ferry's moves are of runc containers (Ferry's pre-copy runs many rounds on runc; podman
  * keeps one pre-checkpoint per container, so Ferry's podman pre-copy is one round), podman's of podman
- * containers: the same binary with the same arguments. One move per method and cell, fresh workload each.
+ * containers: the same binary with the same arguments. --repeat moves per method and cell (default 1),
+ * a fresh workload each, the methods taking turns; the tables show medians (emulated times swing: podman's
+ * export+import of the same 1 GiB took 35 to 64 s in one day).
  * Also measured: total time (the client's wall clock until only b runs the workload and nothing is left
  * behind) and the bytes that crossed from a to b (every pre-copy round included).
  *
  *   npm run bench:lab -- [--sizes 256,1024] [--rates 0,16,128] [--methods podman-export,podman-precheckpoint,ferry-stopcopy,ferry-precopy]
- *                        [--out bench-lab-migrate.json] [--mem MiB] [--timeout S]
+ *                        [--repeat N] [--out bench-lab-migrate.json] [--mem MiB] [--timeout S]
  *
  * On this machine the script starts the lab (e2e/lab/lab.sh; guest memory 4 GiB + 8x the largest size,
  * a time limit from the matrix, FERRY_TEST_TIME_FACTOR=10 unless set) and runs itself inside with --here
@@ -50,6 +52,7 @@ import { type WorkloadStats, workloadArgv } from '../support/workload-bin.js';
 import { podmanWorkload, runcWorkload } from './support/bench-workload.js';
 import { type FerrySample, ferryMove } from './support/ferry-move.js';
 import { type PodmanPrecopySample, type PodmanSample, podmanMove, podmanPrecopyMove } from './support/podman-move.js';
+import { median } from './support/stats.js';
 import { fmt, markdownTable, ratio } from './support/table.js';
 
 const METHODS = ['podman-export', 'podman-precheckpoint', 'ferry-stopcopy', 'ferry-precopy'] as const;
@@ -78,6 +81,7 @@ const { values } = parseArgs({
     'max-rounds': { type: 'string', default: '8' },
     'max-bytes-factor': { type: 'string', default: '3' },
     'warmup-mib': { type: 'string', default: '16' },
+    repeat: { type: 'string', default: '1' },
     out: { type: 'string', default: 'bench-lab-migrate.json' },
     mem: { type: 'string' },
     timeout: { type: 'string' },
@@ -101,6 +105,7 @@ const request = {
   maxBytesFactor: Number(values['max-bytes-factor']),
 };
 const warmupMib = Number(values['warmup-mib']);
+const [repeat] = numbers('repeat', values.repeat, 1) as [number];
 
 interface Cell {
   sizeMib: number;
@@ -119,6 +124,8 @@ interface PrecopyFigures {
 }
 
 interface LabSample extends Cell {
+  /** Which of the --repeat moves of this cell and method (from 1). */
+  rep?: number;
   ok: boolean;
   error?: string;
   downtimeMs?: number;
@@ -148,6 +155,8 @@ interface LabResult {
   sizes: number[];
   rates: number[];
   methods: Method[];
+  /** Moves per method and cell; older results (one move each) have none. */
+  repeat?: number;
   loadavg: { before: number[]; after: number[] };
   samples: LabSample[];
 }
@@ -159,10 +168,40 @@ function describeRounds(p: PrecopyFigures): string {
   return `${p.rounds.length} round${p.rounds.length === 1 ? '' : 's'} (${pages} pages), final dump ${p.finalPagesWritten} pages; stopped: ${p.precopyStop}`;
 }
 
+/** The medians of a cell's successful moves by one method; undefined when none succeeded. */
+interface CellFigures {
+  moves: number;
+  ok: number;
+  downtimeMs: number;
+  totalMs: number;
+  bytes: number;
+  achievedMibPerS: number;
+  rounds?: number;
+}
+
+function cellFigures(r: LabResult, c: Omit<Cell, 'method'>, method: Method): CellFigures | undefined {
+  const all = r.samples.filter((s) => s.sizeMib === c.sizeMib && s.rateMibPerS === c.rateMibPerS && s.method === method);
+  const ok = all.filter((s) => s.ok);
+  if (!all.length) return undefined;
+  const of = (f: (s: LabSample) => number | undefined) => median(ok.map((s) => f(s) ?? Number.NaN));
+  return {
+    moves: all.length,
+    ok: ok.length,
+    downtimeMs: of((s) => s.downtimeMs),
+    totalMs: of((s) => s.totalMs),
+    bytes: of((s) => s.bytes),
+    achievedMibPerS: of((s) => s.achievedMibPerS),
+    ...(method === 'ferry-precopy'
+      ? { rounds: of((s) => s.precopy?.rounds.length) }
+      : method === 'podman-precheckpoint'
+        ? { rounds: 1 }
+        : {}),
+  };
+}
+
 function report(r: LabResult): string {
   const out: string[] = [];
-  const find = (c: Omit<Cell, 'method'>, method: Method) =>
-    r.samples.find((s) => s.sizeMib === c.sizeMib && s.rateMibPerS === c.rateMibPerS && s.method === method && s.ok);
+  const repeat = r.repeat ?? 1;
   out.push(
     `Migration a -> b inside ${r.machine.lab ? 'the lab VM (qemu, software emulation)' : 'this machine'}: kernel ${r.machine.kernel}, ` +
       `${r.machine.cpus} CPUs (${r.machine.cpuModel}), ${r.machine.memMib} MiB; ${r.date}${r.complete ? '' : '; INCOMPLETE (the run stopped early)'}`,
@@ -175,7 +214,7 @@ function report(r: LabResult): string {
   out.push(
     'Ferry moves runc containers (POST /migrate; pre-copy: many rounds); podman moves podman containers (checkpoint --export, ' +
       'plain TCP copy, restore --import; pre-checkpoint: one pre-checkpoint round, then --with-previous / --import-previous). ' +
-      'Same workload binary and arguments for all; one move each.',
+      `Same workload binary and arguments for all; ${repeat === 1 ? 'one move each' : `${repeat} moves each, the methods taking turns; medians of the moves that succeeded`}.`,
   );
   out.push(
     `Ferry pre-copy request: maxDowntimeMs ${r.request.maxDowntimeMs}, maxRounds ${r.request.maxRounds}, maxBytesFactor ${r.request.maxBytesFactor}; ` +
@@ -187,47 +226,56 @@ function report(r: LabResult): string {
   const ascending = (xs: number[]) => [...xs].sort((a, b) => a - b);
   for (const sizeMib of ascending(r.sizes)) {
     for (const rateMibPerS of ascending(r.rates)) {
-      const base = find({ sizeMib, rateMibPerS }, BASELINE);
+      const base = cellFigures(r, { sizeMib, rateMibPerS }, BASELINE);
       for (const method of r.methods) {
-        const s = r.samples.find((x) => x.sizeMib === sizeMib && x.rateMibPerS === rateMibPerS && x.method === method);
-        if (!s) continue;
-        const cells = [String(sizeMib), `${rateMibPerS} (${fmt(s.achievedMibPerS ?? Number.NaN)})`, LABEL[method]];
-        if (!s.ok) {
+        const f = cellFigures(r, { sizeMib, rateMibPerS }, method);
+        if (!f) continue;
+        const cells = [String(sizeMib), `${rateMibPerS} (${fmt(f.achievedMibPerS)})`, LABEL[method], `${f.ok}/${f.moves}`];
+        if (!f.ok) {
           rows.push([...cells, 'failed', '', '', '', '', '']);
           continue;
         }
-        const rounds = s.precopy ? String(s.precopy.rounds.length) : method === 'podman-precheckpoint' ? '1' : '-';
+        const baseOk = base?.ok ? base : undefined;
         rows.push([
           ...cells,
-          fmt(s.downtimeMs ?? Number.NaN, 0),
-          base ? ratio(s.downtimeMs ?? Number.NaN, base.downtimeMs ?? Number.NaN, 2) : '-',
-          fmt((s.totalMs ?? Number.NaN) / 1000),
-          base ? ratio(s.totalMs ?? Number.NaN, base.totalMs ?? Number.NaN, 2) : '-',
-          fmt((s.bytes ?? Number.NaN) / 2 ** 20, 0),
-          rounds,
+          fmt(f.downtimeMs, 0),
+          baseOk ? ratio(f.downtimeMs, baseOk.downtimeMs, 2) : '-',
+          fmt(f.totalMs / 1000),
+          baseOk ? ratio(f.totalMs, baseOk.totalMs, 2) : '-',
+          fmt(f.bytes / 2 ** 20, 0),
+          f.rounds === undefined ? '-' : fmt(f.rounds, 0),
         ]);
       }
     }
   }
   out.push(
     markdownTable(
-      ['MiB', 'dirty MiB/s (achieved)', 'method', 'downtime ms', 'x podman', 'total s', 'x podman', 'MiB sent', 'rounds'],
+      ['MiB', 'dirty MiB/s (achieved)', 'method', 'moves ok', 'downtime ms', 'x podman', 'total s', 'x podman', 'MiB sent', 'rounds'],
       rows,
     ),
   );
   out.push('');
   for (const s of r.samples) {
-    const where = `${s.sizeMib} MiB at ${s.rateMibPerS} MiB/s, ${LABEL[s.method]}`;
+    const where = `${s.sizeMib} MiB at ${s.rateMibPerS} MiB/s, ${LABEL[s.method]}${s.rep ? ` #${s.rep}` : ''}`;
+    if (s.ok && !s.precopy && repeat > 1) out.push(`${where}: downtime ${fmt(s.downtimeMs ?? Number.NaN, 0)} ms`);
     if (!s.ok) out.push(`${where}: FAILED: ${s.error}`);
     else if (s.precopy) out.push(`${where}: ${describeRounds(s.precopy)}`);
   }
-  const ferry = find(GOAL_CELL, 'ferry-precopy');
-  const base = find(GOAL_CELL, BASELINE);
-  if (ferry && base) {
-    const x = (ferry.downtimeMs ?? Number.NaN) / (base.downtimeMs ?? Number.NaN);
+  // In the lab the rate is real time while copying runs about timeFactor times slower: the host's 16 MiB/s
+  // weighs like 16/timeFactor here. Both cells are judged when measured; the docs say which is which.
+  const hostEquivalent = { sizeMib: GOAL_CELL.sizeMib, rateMibPerS: GOAL_CELL.rateMibPerS / (r.machine.lab ? r.machine.timeFactor : 1) };
+  for (const [cell, what] of [
+    [GOAL_CELL, ''],
+    [hostEquivalent, ` (the host's ${GOAL_CELL.rateMibPerS} MiB/s under emulation)`],
+  ] as const) {
+    if (cell !== GOAL_CELL && cell.rateMibPerS === GOAL_CELL.rateMibPerS) continue;
+    const ferry = cellFigures(r, cell, 'ferry-precopy');
+    const base = cellFigures(r, cell, BASELINE);
+    if (!ferry?.ok || !base?.ok) continue;
+    const x = ferry.downtimeMs / base.downtimeMs;
     out.push(
-      `goal (issue 4) at ${GOAL_CELL.sizeMib} MiB / ${GOAL_CELL.rateMibPerS} MiB/s: Ferry pre-copy downtime <= ${GOAL}x podman export+import: ` +
-        `${x <= GOAL ? 'met' : 'NOT met'} (${fmt(x, 3)}x: ${fmt(ferry.downtimeMs ?? Number.NaN, 0)} vs ${fmt(base.downtimeMs ?? Number.NaN, 0)} ms)`,
+      `goal (issue 4) at ${cell.sizeMib} MiB / ${cell.rateMibPerS} MiB/s${what}: Ferry pre-copy downtime <= ${GOAL}x podman export+import: ` +
+        `${x <= GOAL ? 'met' : 'NOT met'} (${fmt(x, 3)}x: ${fmt(ferry.downtimeMs, 0)} vs ${fmt(base.downtimeMs, 0)} ms${repeat > 1 ? `, medians of ${ferry.ok} and ${base.ok}` : ''})`,
     );
   }
   for (const s of r.samples.filter((x) => x.method === 'ferry-precopy' && x.rateMibPerS === Math.max(...r.rates))) {
@@ -261,10 +309,10 @@ if (!values.here && process.env.FERRY_LAB !== '1') {
     'podman-export': 0.05,
   };
   let estimate = 300 + methods.reduce((s, m) => s + 40 + warmupMib * perMib[m], 0);
-  for (const size of sizes) for (const m of methods) estimate += rates.length * (40 + size * perMib[m]);
+  for (const size of sizes) for (const m of methods) estimate += repeat * rates.length * (40 + size * perMib[m]);
   const timeout = Number(values.timeout ?? Math.ceil(estimate * 1.5));
   const inner = ['npx', 'tsx', SELF, '--here', '--out', '-', '--sizes', sizes.join(','), '--rates', rates.join(',')];
-  inner.push('--methods', methods.join(','), '--warmup-mib', String(warmupMib));
+  inner.push('--methods', methods.join(','), '--warmup-mib', String(warmupMib), '--repeat', String(repeat));
   inner.push('--max-downtime-ms', String(request.maxDowntimeMs), '--max-rounds', String(request.maxRounds));
   inner.push('--max-bytes-factor', String(request.maxBytesFactor));
   const argv = ['--mem', String(mem), '--timeout', String(timeout), '--cwd', REPO, '--', ...inner];
@@ -337,6 +385,7 @@ const header: Omit<LabResult, 'samples' | 'complete'> = {
   sizes,
   rates,
   methods,
+  repeat,
   loadavg: { before: os.loadavg(), after: [] },
 };
 emit('header', header);
@@ -420,22 +469,27 @@ try {
     );
     progress(`warm-up ${LABEL[method]} (${warmupMib} MiB) done${failed}`);
   }
-  for (const sizeMib of sizes) {
-    for (const rateMibPerS of rates) {
-      for (const method of methods) {
-        const cell = { sizeMib, rateMibPerS, method };
-        const s = await move(cluster, image, cell, `m-${method}-${sizeMib}-${rateMibPerS}`).catch(
-          (err: unknown): LabSample => ({ ...cell, ok: false, error: (err as Error).message }),
-        );
-        samples.push(s);
-        emit('sample', s);
-        progress(
-          `${sizeMib} MiB at ${rateMibPerS} MiB/s, ${LABEL[method]}: ` +
-            (s.ok
-              ? `downtime ${fmt(s.downtimeMs ?? Number.NaN, 0)} ms, total ${fmt((s.totalMs ?? Number.NaN) / 1000)} s, ${fmt((s.bytes ?? Number.NaN) / 2 ** 20, 0)} MiB` +
-                (s.precopy ? `; ${describeRounds(s.precopy)}` : '')
-              : `FAILED: ${s.error}`),
-        );
+  for (let rep = 1; rep <= repeat; rep++) {
+    for (const sizeMib of sizes) {
+      for (const rateMibPerS of rates) {
+        for (const method of methods) {
+          const cell = { sizeMib, rateMibPerS, method };
+          const s: LabSample = {
+            ...(await move(cluster, image, cell, `m-${method}-${sizeMib}-${rateMibPerS}-${rep}`).catch(
+              (err: unknown): LabSample => ({ ...cell, ok: false, error: (err as Error).message }),
+            )),
+            rep,
+          };
+          samples.push(s);
+          emit('sample', s);
+          progress(
+            `${sizeMib} MiB at ${rateMibPerS} MiB/s, ${LABEL[method]} #${rep}: ` +
+              (s.ok
+                ? `downtime ${fmt(s.downtimeMs ?? Number.NaN, 0)} ms, total ${fmt((s.totalMs ?? Number.NaN) / 1000)} s, ${fmt((s.bytes ?? Number.NaN) / 2 ** 20, 0)} MiB` +
+                  (s.precopy ? `; ${describeRounds(s.precopy)}` : '')
+                : `FAILED: ${s.error}`),
+          );
+        }
       }
     }
   }
