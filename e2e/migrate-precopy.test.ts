@@ -69,6 +69,7 @@ serial(
     const m = await cluster.finished(accepted.id);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
+    t.is(m.memoryLoad?.used, 'eager', `${RSS_MIB} MiB is copied in: ${m.memoryLoad?.reason}`);
     t.true(m.rounds.length > 1, `${m.rounds.length} rounds (${m.precopyStop})`);
     const [first, ...later] = m.rounds;
     for (const r of later)
@@ -87,6 +88,48 @@ serial(
     t.log(
       `rounds ${m.rounds.map((r) => r.pagesWritten).join(' -> ')} pages, final ${m.figures.finalPagesWritten}; downtime ${inside.maxGapMs} ms inside, ${m.figures.downtimeMs} ms by the controller (estimated ${m.figures.estimatedDowntimeMs}); ${m.precopyStop}`,
     );
+  },
+);
+
+serial(
+  'pre-copy with memoryLoad lazy (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the copy resumes before its memory is loaded from its own images, then has all of it',
+  async (t) => {
+    const name = `${id}-lazy`;
+    const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
+    await workloadRootfs(path.join(scratch, name, 'rootfs'));
+    await startRuncCounter(name, scratch, { root: rootA, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
+    const before = await waitFor(
+      () => runcCount(name, rootA),
+      (n) => n >= 10,
+      { what: `${name} to count`, timeoutMs: scaled(20_000) },
+    );
+    const accepted = await cluster.client().migrate({
+      container: { node: 'a', runtime: 'runc', name },
+      targetNode: 'b',
+      strategy: 'precopy',
+      maxDowntimeMs: 200,
+      maxRounds: 4,
+      memoryLoad: 'lazy',
+    });
+    const m = await cluster.finished(accepted.id);
+    t.log(`downtime ${m.figures.downtimeMs} ms by the controller, memory loaded in ${m.figures.pagesMs} ms after; ${m.memoryLoad?.reason}`);
+    t.is(m.status, 'succeeded', JSON.stringify(m.error));
+    t.is(m.memoryLoad?.used, 'lazy');
+    t.true((m.figures.pagesMs ?? -1) >= 0, 'the controller waited for the load before cleaning up');
+    const events: string[] = [];
+    for await (const e of cluster.client().events(accepted.id)) if (e.step === 'pages') events.push(e.message);
+    t.true(
+      events.some((e) => /all memory in/.test(e)),
+      `the load is followed as its own step: ${events.join('; ')}`,
+    );
+    await expectCountResumed(() => runcCount(name, rootB), before);
+    t.is(await runcState(name, rootA), undefined);
+    const kept = await cluster.node('b').agent.checkpoints();
+    t.false(
+      kept.some((c) => c.id === m.checkpointId),
+      'the images it loaded from are deleted once it has everything',
+    );
+    await runcRemove(name, rootB);
   },
 );
 

@@ -17,6 +17,7 @@ import { type Readable, Transform } from 'node:stream';
 import { watchdog } from './watchdog.js';
 import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
 import { freePort, type PageServer } from './runtimes/lazy.js';
+import { BackgroundWork } from './background.js';
 
 export interface AgentOptions {
   node: string;
@@ -65,11 +66,23 @@ export interface RestoreParams {
   pageServer?: { host: string };
   /** An in-place checkpoint's container here: a prepared twin, or the stopped original. */
   into?: string;
+  /**
+   * The process resumes before its memory is loaded: CRIU's lazy-pages daemon loads it from this node's
+   * images meanwhile (userfaultfd; runc). Downtime loses the copy of all memory; GET .../memory says when
+   * it is done, and until then the checkpoint cannot be deleted.
+   */
+  lazyMemory?: boolean;
 }
 
 export interface PageServerState {
   /** unknown: this agent did not start it, or restarted since (the page server does not outlive it). */
   state: 'serving' | 'served' | 'failed' | 'unknown';
+  error?: string;
+}
+
+export interface MemoryLoadState {
+  /** unknown: not restored with lazyMemory here, or the agent restarted since (the daemon does not outlive it). */
+  state: 'loading' | 'loaded' | 'failed' | 'unknown';
   error?: string;
 }
 
@@ -91,6 +104,8 @@ const RECENT_RESTORES = 20;
 const FRESH_IMPORT_MS = 60_000;
 /** Longer than any import takes between its first byte and its seal. */
 const DELETION_MEMORY_MS = 10 * 60_000;
+/** How long deleting a checkpoint waits for a lazy memory load from it to end before refusing. */
+const DELETE_WAITS_FOR_LOAD_MS = 10_000;
 const since = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
 
 export class Agent {
@@ -114,7 +129,9 @@ export class Agent {
    */
   private readonly deletedAt = new Map<string, number>();
   /** Lazy checkpoints whose memory is still, or was, served from here. */
-  private readonly pageServers = new Map<string, { server: PageServer; state: PageServerState }>();
+  private readonly pageServers = new Map<string, { server: PageServer; work: BackgroundWork<'serving', 'served'> }>();
+  /** Restores whose memory is still, or was, loaded lazily from this node's images, by checkpoint. */
+  private readonly memoryLoads = new Map<string, BackgroundWork<'loading', 'loaded'>>();
   /** Recent restore wall times per runtime: what a controller expects a restore here to cost. */
   private readonly restoreTimes = new Map<RuntimeName, number[]>();
   private capabilities?: Promise<NodeCapabilities>;
@@ -340,30 +357,19 @@ export class Agent {
   }
 
   private trackPageServer(id: string, server: PageServer): void {
-    const entry = { server, state: { state: 'serving' } as PageServerState };
-    this.pageServers.set(id, entry);
-    server.served.then(
-      () => (entry.state = { state: 'served' }),
-      (err: unknown) => (entry.state = { state: 'failed', error: (err as Error).message }),
-    );
+    this.pageServers.set(id, { server, work: new BackgroundWork(server.served, 'serving', 'served') });
   }
 
   /** Where a lazy checkpoint's page server stands; waits up to waitMs for it to stop serving. */
   async pageServerState(id: string, waitMs = 0): Promise<PageServerState> {
     await this.store.get(assertCheckpointId(id));
-    const entry = this.pageServers.get(id);
-    if (!entry) return { state: 'unknown' };
-    if (entry.state.state === 'serving' && waitMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        entry.server.served.catch(() => undefined),
-        new Promise((r) => {
-          timer = setTimeout(r, waitMs);
-        }),
-      ]).finally(() => clearTimeout(timer));
-    }
-    // served's own handlers were attached first, so they have run: the state is current.
-    return { ...entry.state };
+    return (await this.pageServers.get(id)?.work.stateAfter(waitMs)) ?? { state: 'unknown' };
+  }
+
+  /** Where the lazy loading of a checkpoint's restored memory stands; waits up to waitMs for it to end. */
+  async memoryLoadState(id: string, waitMs = 0): Promise<MemoryLoadState> {
+    await this.store.get(assertCheckpointId(id));
+    return (await this.memoryLoads.get(id)?.stateAfter(waitMs)) ?? { state: 'unknown' };
   }
 
   /** A failed checkpoint reports whether the container still runs, so nobody has to guess. */
@@ -413,6 +419,7 @@ export class Agent {
           { details: { field: 'pageServer' } },
         );
       }
+      if (p.lazyMemory) await this.assertLazyMemory(checkpointId, runtime, manifest);
       // Encoded checkpoints are decoded aside (and checked) first; plain ones are used where they are.
       // Built after every refusal above, so that a refused restore leaves no decoded copy behind.
       const view = await this.store.plainView(chain);
@@ -432,9 +439,18 @@ export class Agent {
           verified,
           ...(p.pageServer && manifest.lazyPages ? { pageServer: { host: p.pageServer.host, port: manifest.lazyPages.port } } : {}),
           ...(p.into ? { into: p.into } : {}),
+          ...(p.lazyMemory ? { lazyMemory: true } : {}),
         })
-        .finally(() => view.dispose());
+        .catch(async (err: unknown) => {
+          await view.dispose();
+          throw err;
+        });
       outcome.pagesLoaded?.catch(() => undefined);
+      if (p.lazyMemory && outcome.pagesLoaded)
+        this.memoryLoads.set(checkpointId, new BackgroundWork(outcome.pagesLoaded, 'loading', 'loaded'));
+      // A lazy load reads the images until the last page is in: only then may a decoded copy go.
+      const loaded = p.lazyMemory ? (outcome.pagesLoaded ?? Promise.resolve()) : Promise.resolve();
+      void loaded.catch(() => undefined).finally(() => view.dispose());
       const times = this.restoreTimes.get(runtime) ?? [];
       times.push(since(t0));
       this.restoreTimes.set(runtime, times.slice(-RECENT_RESTORES));
@@ -445,6 +461,24 @@ export class Agent {
         timings: { verifyMs, restoreMs: since(t0) },
       };
     });
+  }
+
+  /** lazyMemory needs runc, a checkpoint that holds its memory, and userfaultfd for CRIU on this node. */
+  private async assertLazyMemory(id: string, runtime: RuntimeName, manifest: Manifest): Promise<void> {
+    const refuse = (code: 'bad_request' | 'unsupported', message: string, hint: string) =>
+      new FerryError(code, message, { hint, details: { field: 'lazyMemory' } });
+    if (runtime !== 'runc')
+      throw refuse('bad_request', `checkpoint ${id} is ${runtime}'s: lazyMemory is for runc containers`, 'drop lazyMemory');
+    if (manifest.lazyPages)
+      throw refuse('bad_request', `checkpoint ${id} is lazy already: its memory comes from its page server`, 'drop lazyMemory');
+    const caps = await this.probe();
+    if (!caps.criu.lazyPages) {
+      throw refuse(
+        'unsupported',
+        `this node's CRIU cannot load memory lazily (${caps.criu.lazyPagesProblem ?? 'no lazy pages'})`,
+        'restore without lazyMemory',
+      );
+    }
   }
 
   private checkedOnArrival(m: Manifest): boolean {
@@ -473,11 +507,19 @@ export class Agent {
 
   /** Deleting a checkpoint that is being sent ends the send first: the peer then discards its partial copy. */
   async deleteCheckpoint(id: string): Promise<void> {
-    this.rememberDeletion(assertCheckpointId(id));
+    assertCheckpointId(id);
+    // A load whose container was just removed ends within moments: its daemon sees the process go.
+    await this.memoryLoads.get(id)?.stateAfter(DELETE_WAITS_FOR_LOAD_MS);
+    if (this.memoryLoads.get(id)?.running) {
+      throw new FerryError('conflict', `checkpoint ${id} is still being loaded into the container restored from it`, {
+        hint: `delete it once GET /v1/checkpoints/${id}/memory says loaded`,
+      });
+    }
+    this.rememberDeletion(id);
     this.sends.get(id)?.abort(new FerryError('cancelled', `checkpoint ${id} was deleted while it was being sent`));
     // A page server still serving is stopped first: CRIU then lets the container run on here.
     const served = this.pageServers.get(id);
-    if (served?.state.state === 'serving') await served.server.stop();
+    if (served?.work.running) await served.server.stop();
     this.pageServers.delete(id);
     return this.store.delete(id);
   }

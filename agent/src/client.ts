@@ -5,7 +5,15 @@ import { FerryError } from './errors.js';
 import type { NodeCapabilities } from './criu/probe.js';
 import type { Manifest } from './store/manifest.js';
 import type { ContainerInfo, RuntimeName } from './runtimes/types.js';
-import type { CheckpointParams, HoldParams, PageServerState, PrepareParams, RestoreParams, RestoreResult } from './agent.js';
+import type {
+  CheckpointParams,
+  HoldParams,
+  MemoryLoadState,
+  PageServerState,
+  PrepareParams,
+  RestoreParams,
+  RestoreResult,
+} from './agent.js';
 import type { Hold } from './holds.js';
 import type { Peer, SendResult } from './transfer.js';
 
@@ -62,6 +70,10 @@ export class AgentClient extends ApiClient {
   /** A lazy checkpoint's page server; waits up to waitMs (at most 60 s) for it to finish. */
   pageServer(id: string, waitMs = 0): Promise<PageServerState> {
     return this.json('GET', `/v1/checkpoints/${encodeURIComponent(id)}/page-server?waitMs=${waitMs}`, undefined, waitMs > 0);
+  }
+  /** A lazyMemory restore's loading of the checkpoint's memory; waits up to waitMs (at most 60 s) for it to end. */
+  memoryLoad(id: string, waitMs = 0): Promise<MemoryLoadState> {
+    return this.json('GET', `/v1/checkpoints/${encodeURIComponent(id)}/memory?waitMs=${waitMs}`, undefined, waitMs > 0);
   }
   send(id: string, peer: Peer): Promise<SendResult> {
     return this.json('POST', `/v1/checkpoints/${encodeURIComponent(id)}/send`, { peer }, true);

@@ -8,7 +8,7 @@ import { RUNTIME_NAMES, type RuntimeName } from '../../agent/src/runtimes/types.
 import { ControllerClient } from '../../controller/src/client.js';
 import { controllerConfig, DEFAULT_CONTROLLER_PORT } from '../../controller/src/config.js';
 import { startController } from '../../controller/src/main.js';
-import { STRATEGIES, type MigrationRecord, type Strategy } from '../../controller/src/migration/types.js';
+import { MEMORY_LOADS, type MemoryLoad, STRATEGIES, type MigrationRecord, type Strategy } from '../../controller/src/migration/types.js';
 import { bytes, fields, ms, table } from './format.js';
 import { clientTls, type TlsFlags } from './tls-commands.js';
 
@@ -228,17 +228,34 @@ export function addControllerCommands(program: Command, ctx: CliContext): void {
     .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices([...RUNTIME_NAMES]).makeOptionMandatory())
     .addOption(new Option('--strategy <strategy>', 'migration strategy').choices([...STRATEGIES]).default('auto'))
     .option('--max-downtime <ms>', 'downtime target for pre-copy', positiveInt('--max-downtime'))
+    .addOption(
+      new Option(
+        '--memory-load <how>',
+        "how the target loads memory on restore (lazy: after the container resumes, from the target's images)",
+      )
+        .choices([...MEMORY_LOADS])
+        .default('auto'),
+    )
     .option('--no-follow', 'return once the migration is accepted')
     .action(
       async (
         container: string,
-        opts: { from: string; to: string; runtime: RuntimeName; strategy: Strategy; maxDowntime?: number; follow: boolean },
+        opts: {
+          from: string;
+          to: string;
+          runtime: RuntimeName;
+          strategy: Strategy;
+          maxDowntime?: number;
+          memoryLoad: MemoryLoad;
+          follow: boolean;
+        },
       ) => {
         const c = client();
         const started = await c.migrate({
           container: { node: opts.from, runtime: opts.runtime, name: container },
           targetNode: opts.to,
           strategy: opts.strategy,
+          memoryLoad: opts.memoryLoad,
           ...(opts.maxDowntime ? { maxDowntimeMs: opts.maxDowntime } : {}),
         });
         await followToEnd(c, started, opts.follow, ctx);

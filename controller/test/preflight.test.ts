@@ -1,8 +1,15 @@
-/** Strategy choice and the compatibility check, from node capabilities as the agents probe them. */
+/** Strategy and memory-load choice and the compatibility check, from node capabilities as the agents probe them. */
 import test from 'ava';
 import type { NodeCapabilities } from '../../agent/src/criu/probe.js';
 import { isFerryError } from '../../agent/src/errors.js';
-import { checkCompatibility, chooseStrategy, compareVersions } from '../src/migration/preflight.js';
+import {
+  checkCompatibility,
+  chooseMemoryLoad,
+  chooseStrategy,
+  compareVersions,
+  LAZY_LOAD_MIN_BYTES,
+  sizedMemoryLoad,
+} from '../src/migration/preflight.js';
 
 function node(name: string, criu: Partial<NodeCapabilities['criu']> = {}, flags = ['sse2', 'avx2', 'fpu']): NodeCapabilities {
   return {
@@ -72,4 +79,31 @@ test('versions compare numerically', (t) => {
   t.is(compareVersions('3.17.1', '4.0'), -1);
   t.is(compareVersions('4.10', '4.9'), 1);
   t.is(compareVersions('4.1', '4.1.0'), 0);
+});
+
+test('memory load: auto is lazy where the target can and the memory is big, eager with the reason where not', (t) => {
+  const lazy = chooseMemoryLoad('auto', 'precopy', 'runc', node('b'));
+  t.is(lazy?.used, 'lazy');
+  t.is(sizedMemoryLoad(lazy, LAZY_LOAD_MIN_BYTES)?.used, 'lazy');
+  const small = sizedMemoryLoad(lazy, 64 * 2 ** 20);
+  t.is(small?.used, 'eager');
+  t.regex(small?.reason ?? '', /^64 MiB of memory: copied in quicker/);
+  t.is(sizedMemoryLoad(chooseMemoryLoad('lazy', 'stopcopy', 'runc', node('b')), 1)?.used, 'lazy', 'asked for, it stays lazy');
+  const noUffd = chooseMemoryLoad('auto', 'precopy', 'runc', node('b', { lazyPages: false, lazyPagesProblem: 'no userfaultfd' }));
+  t.deepEqual(noUffd, { requested: 'auto', used: 'eager', reason: 'b has no lazy pages (no userfaultfd)' });
+  t.is(chooseMemoryLoad('auto', 'stopcopy', 'podman', node('b'))?.used, 'eager');
+  t.is(chooseMemoryLoad('eager', 'precopy', 'runc', node('b'))?.used, 'eager');
+  t.is(chooseMemoryLoad('auto', 'postcopy', 'runc', node('b')), undefined, 'post-copy loads from the source');
+});
+
+test('memory load lazy is refused where it cannot be, naming the field', (t) => {
+  for (const [strategy, runtime, target, why] of [
+    ['precopy', 'runc', node('b', { lazyPages: false }), /b has no lazy pages/],
+    ['stopcopy', 'docker', node('b'), /docker restores all memory/],
+    ['hybrid', 'runc', node('b'), /hybrid already loads memory lazily/],
+  ] as const) {
+    const err = t.throws(() => chooseMemoryLoad('lazy', strategy, runtime, target));
+    t.regex(messageOf(err), why);
+    t.is(isFerryError(err) ? err.details?.field : undefined, 'memoryLoad');
+  }
 });

@@ -291,6 +291,11 @@ export const routes = {
           properties: { host: { type: 'string', minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.:-]+$' } },
         },
         into: { ...containerRef, description: "an in-place checkpoint's container: a prepared twin, or the stopped original" },
+        lazyMemory: {
+          type: 'boolean',
+          description:
+            "resume before the memory is loaded: CRIU's lazy-pages daemon loads it from this node's images meanwhile (runc; needs userfaultfd); GET .../memory says when it is in",
+        },
       },
     },
     response: {
@@ -320,6 +325,26 @@ export const routes = {
         required: ['state'],
         properties: {
           state: { type: 'string', enum: ['serving', 'served', 'failed', 'unknown'] },
+          error: { type: 'string' },
+        },
+      },
+      ...errors,
+    },
+  },
+  memoryLoad: {
+    summary: "State of a lazyMemory restore's loading of this checkpoint's memory; waits up to waitMs for it to end",
+    params: idParams,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 } },
+    },
+    response: {
+      200: {
+        type: 'object',
+        required: ['state'],
+        properties: {
+          state: { type: 'string', enum: ['loading', 'loaded', 'failed', 'unknown'] },
           error: { type: 'string' },
         },
       },

@@ -90,6 +90,11 @@ export async function buildAgentApi({ agent, token, logger = false, tls }: ApiOp
     { schema: routes.pageServer },
     async (req) => agent.pageServerState(req.params.id, req.query.waitMs ?? 0),
   );
+  app.get<{ Params: { id: string }; Querystring: { waitMs?: number } }>(
+    '/v1/checkpoints/:id/memory',
+    { schema: routes.memoryLoad },
+    async (req) => agent.memoryLoadState(req.params.id, req.query.waitMs ?? 0),
+  );
   app.post<{ Params: { id: string }; Body: RestoreParams | undefined }>(
     '/v1/checkpoints/:id/restore',
     { schema: routes.restore },

@@ -39,7 +39,7 @@ export async function probeLazyTransfer(criu: string): Promise<{ ok: boolean; pr
     );
     if (dump.group) groups.push(dump.group);
     if (!dump.ready) return { ok: false, problem: `a lazy dump fails: ${await firstError(path.join(images, 'dump.log'))}` };
-    const daemon = await startLazyPagesDaemon({ criu, imageDir: images, workDir: work, host: '127.0.0.1', port });
+    const daemon = await startLazyPagesDaemon({ criu, imageDir: images, workDir: work, source: { host: '127.0.0.1', port } });
     daemon.done.catch(() => undefined);
     // The shell stays as the namespace's init: the restored process lives until the probe ends.
     const script = '"$0" restore -D "$1" -W "$2" --lazy-pages -d -o restore.log && exec sleep 60';

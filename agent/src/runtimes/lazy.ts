@@ -183,40 +183,35 @@ export interface LazyPagesDaemonOptions {
   imageDir: string;
   /** The restore's work dir: runc's CRIU looks for the daemon's socket there. */
   workDir: string;
-  host: string;
-  port: number;
+  /** Post-copy: the source's page server the memory comes from. Without it, from imageDir's own images. */
+  source?: { host: string; port: number };
   /** The agent's mTLS identity, shown to the source's page server (which checks it against the CA). */
   tls?: TlsFiles;
 }
 
-/** The target's side: starts `criu lazy-pages` and resolves once its socket is there; `done` settles with it. */
+/**
+ * The target's side: starts `criu lazy-pages` and resolves once its socket is there; `done` settles with it.
+ * With a source it pulls pages from that page server (post-copy); without, it loads them from the local
+ * images (a restore that resumes before its memory is in).
+ */
 export async function startLazyPagesDaemon(o: LazyPagesDaemonOptions): Promise<{ done: Promise<void>; stop(): void }> {
+  const remote = o.source ? ['--page-server', '--address', o.source.host, '--port', String(o.source.port), ...criuTlsArgs(o.tls)] : [];
   const child = execa(
     o.criu,
-    [
-      'lazy-pages',
-      '--page-server',
-      '--address',
-      o.host,
-      '--port',
-      String(o.port),
-      '--images-dir',
-      o.imageDir,
-      '--work-dir',
-      o.workDir,
-      '--log-file',
-      'lazy-pages.log',
-      '-v4',
-      ...criuTlsArgs(o.tls),
-    ],
+    ['lazy-pages', ...remote, '--images-dir', o.imageDir, '--work-dir', o.workDir, '--log-file', 'lazy-pages.log', '-v4'],
     { stdio: 'ignore', reject: false },
   );
   const socket = path.join(o.workDir, 'lazy-pages.socket');
   const failure = async () =>
-    new FerryError('transfer_failed', `the lazy-pages daemon pulling from ${o.host}:${o.port} failed`, {
-      hint: 'check that the source page server is reachable from this node; see criuLog',
-      criuLog: await relevantCriuLogLines(path.join(o.workDir, 'lazy-pages.log')),
-    });
+    o.source
+      ? new FerryError('transfer_failed', `the lazy-pages daemon pulling from ${o.source.host}:${o.source.port} failed`, {
+          hint: 'check that the source page server is reachable from this node; see criuLog',
+          criuLog: await relevantCriuLogLines(path.join(o.workDir, 'lazy-pages.log')),
+        })
+      : new FerryError('criu_failed', `the lazy-pages daemon loading memory from ${o.imageDir} failed`, {
+          hint: 'see criuLog; restore without lazyMemory',
+          criuLog: await relevantCriuLogLines(path.join(o.workDir, 'lazy-pages.log')),
+        });
   const exited = child.then(() => false);
   const watching = new AbortController();
   const appeared = socketAppears(socket, o.workDir, watching.signal);

@@ -337,15 +337,17 @@ export class RuncDriver implements RuntimeDriver {
       await rm(workDir, { recursive: true, force: true });
       await Promise.all([inPlace ? undefined : this.prepareBundle(req.dir, bundle), mkdir(workDir, { recursive: true })]);
       await req.verified;
-      daemon = req.pageServer
-        ? await startLazyPagesDaemon({
-            criu: this.opts.criu ?? 'criu',
-            imageDir: path.join(req.dir, 'checkpoint'),
-            workDir,
-            ...req.pageServer,
-            ...(this.opts.tls ? { tls: this.opts.tls } : {}),
-          })
-        : undefined;
+      // Post-copy pulls memory from the source's page server; lazyMemory loads it from these images.
+      daemon =
+        req.pageServer || req.lazyMemory
+          ? await startLazyPagesDaemon({
+              criu: this.opts.criu ?? 'criu',
+              imageDir: path.join(req.dir, 'checkpoint'),
+              workDir,
+              ...(req.pageServer ? { source: req.pageServer } : {}),
+              ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+            })
+          : undefined;
       await this.runc(
         [
           'restore',

@@ -110,6 +110,8 @@ export interface RestoreRequest {
   pageServer?: { host: string; port: number };
   /** An in-place checkpoint's container: a prepared twin, or the stopped original. */
   into?: string;
+  /** Resume before memory is loaded: a lazy-pages daemon loads it from `dir`'s images meanwhile (runc only). */
+  lazyMemory?: boolean;
 }
 
 export interface PrepareRequest {
@@ -122,7 +124,7 @@ export interface PrepareRequest {
 export interface RestoreOutcome {
   container: ContainerInfo;
   stats?: CriuRestoreStats;
-  /** After a lazy restore: resolves when every page has arrived from the source, rejects if that failed. */
+  /** After a lazy restore: resolves when every page is in (from the source, or from local images), rejects if that failed. */
   pagesLoaded?: Promise<void>;
 }
 

@@ -2,7 +2,7 @@
 import { sshRoute } from '../../../agent/src/api/schemas.js';
 import { errorBody } from '../../../agent/src/api/schemas.js';
 import { RUNTIME_NAMES } from '../../../agent/src/runtimes/types.js';
-import { STRATEGIES } from '../migration/types.js';
+import { MEMORY_LOADS, STRATEGIES } from '../migration/types.js';
 
 const nodeName = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } as const;
 const containerRef = { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$' } as const;
@@ -125,6 +125,13 @@ export const routes = {
         maxDowntimeMs: { type: 'integer', minimum: 1, maximum: 600_000, default: 300 },
         maxRounds: { type: 'integer', minimum: 1, maximum: 30, default: 8 },
         maxBytesFactor: { type: 'number', minimum: 1, maximum: 20, default: 3 },
+        memoryLoad: {
+          type: 'string',
+          enum: [...MEMORY_LOADS],
+          default: 'auto',
+          description:
+            "how the target loads memory on restore: eager (all of it before the container resumes), lazy (from the target's images after it resumes; runc, userfaultfd), auto (lazy where possible from 256 MiB)",
+        },
       },
     },
     response: { 202: { type: 'object', properties: { id: { type: 'string' }, migration: { $ref: 'Migration#' } } }, ...errors },

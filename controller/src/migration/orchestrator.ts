@@ -12,10 +12,10 @@ import { FerryError, ignoring, isFerryError } from '../../../agent/src/errors.js
 import type { ContainerInfo } from '../../../agent/src/runtimes/types.js';
 import type { NodeRegistry } from '../nodes.js';
 import type { MigrationRepo } from '../store/migrations.js';
-import { decideAfterRound, estimateDowntimeMs, RESTORE_PRIOR_MS, type RoundFigures } from './precopy.js';
+import { decideAfterRound, estimateDowntimeMs, PAGE_SIZE, RESTORE_PRIOR_MS, type RoundFigures } from './precopy.js';
 import type { PodMover } from '../kube/pod-mover.js';
 import { type PodJournal, type PodMigrationContext, runPodMigration, settlePodMigration } from './pod-migration.js';
-import { checkCompatibility, chooseStrategy } from './preflight.js';
+import { checkCompatibility, chooseMemoryLoad, chooseStrategy, sizedMemoryLoad } from './preflight.js';
 import {
   containerRequestOf,
   isFinished,
@@ -331,6 +331,8 @@ export class Orchestrator {
         });
       }
       m.strategy = chooseStrategy(containerRequestOf(m).strategy, sourceCaps, runtime, targetCaps);
+      const memoryLoad = chooseMemoryLoad(containerRequestOf(m).memoryLoad ?? 'auto', m.strategy.used, runtime, targetCaps);
+      if (memoryLoad) m.memoryLoad = memoryLoad;
       this.emit(m, {
         type: 'progress',
         step: 'preflight',
@@ -390,11 +392,19 @@ export class Orchestrator {
       // Post-copy: the target pulls memory from the source node's page server, at the agent's address.
       const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
       const into = m.target.twinId ? { into: m.target.twinId } : {};
-      const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into });
+      const memoryBytes = PAGE_SIZE * Math.max(m.rounds[0]?.pagesWritten ?? 0, m.figures.finalPagesWritten ?? 0);
+      const memoryLoad = sizedMemoryLoad(m.memoryLoad, memoryBytes);
+      if (memoryLoad) {
+        m.memoryLoad = memoryLoad;
+        this.emit(m, { type: 'progress', step: 'restore', message: `memory loaded ${memoryLoad.used}ly: ${memoryLoad.reason}` });
+      }
+      const lazyMemory = memoryLoad?.used === 'lazy' ? { lazyMemory: true } : {};
+      const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into, ...lazyMemory });
       m.figures.restoreMs = r.timings.restoreMs;
       m.figures.downtimeMs = elapsed(frozenAt);
     });
     if (postcopy) await this.step(m, 'pages', () => this.awaitPages(m, source));
+    else if (m.memoryLoad?.used === 'lazy') await this.step(m, 'pages', () => this.awaitMemoryLoad(m, target));
 
     await this.step(m, 'verify', () => verifyRunning(target, m));
     await this.step(m, 'cleanup', () => this.cleanUp(m, source, target));
@@ -488,25 +498,51 @@ export class Orchestrator {
   }
 
   /** Post-copy: the target runs while its memory arrives; the source serves until the last page is out. */
-  private async awaitPages(m: MigrationRecord, source: AgentClient): Promise<void> {
+  private awaitPages(m: MigrationRecord, source: AgentClient): Promise<void> {
+    return this.followMemory(m, () => source.pageServer(m.checkpointId, PAGES_POLL_MS), {
+      running: 'serving',
+      done: 'served',
+      failure: (state, error) =>
+        new FerryError('transfer_failed', `the page server on ${m.source.node} ${state === 'failed' ? `failed: ${error}` : 'is gone'}`, {
+          hint: 'check the link between the nodes; the source runs again when its page server fails',
+        }),
+      what: 'arriving',
+    });
+  }
+
+  /** A lazy memory load on the target: the copy is whole once its daemon has loaded every page. */
+  private awaitMemoryLoad(m: MigrationRecord, target: AgentClient): Promise<void> {
+    return this.followMemory(m, () => target.memoryLoad(m.checkpointId, PAGES_POLL_MS), {
+      running: 'loading',
+      done: 'loaded',
+      failure: (state, error) =>
+        new FerryError(
+          'criu_failed',
+          `loading memory on ${m.target.node} ${state === 'failed' ? `failed: ${error}` : 'stopped unseen (its agent restarted)'}`,
+          {
+            hint: 'the source is restored from its checkpoint; migrate again with memoryLoad eager',
+          },
+        ),
+      what: 'loading',
+    });
+  }
+
+  /** Long-polls where the memory of a copy that already runs stands until all of it is in. */
+  private async followMemory(
+    m: MigrationRecord,
+    poll: () => Promise<{ state: string; error?: string }>,
+    o: { running: string; done: string; failure: (state: string, error?: string) => FerryError; what: string },
+  ): Promise<void> {
     const t0 = performance.now();
     for (;;) {
-      if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', 'cancelled while memory was still arriving');
-      const { state, error } = await source.pageServer(m.checkpointId, PAGES_POLL_MS);
-      if (state === 'served') break;
-      if (state !== 'serving') {
-        throw new FerryError(
-          'transfer_failed',
-          `the page server on ${m.source.node} ${state === 'failed' ? `failed: ${error}` : 'is gone'}`,
-          {
-            hint: 'check the link between the nodes; the source runs again when its page server fails',
-          },
-        );
-      }
-      this.emit(m, { type: 'progress', step: 'pages', message: `memory still arriving after ${elapsed(t0)} ms` });
+      if (this.cancelRequested.has(m.id)) throw new FerryError('cancelled', `cancelled while memory was still ${o.what}`);
+      const { state, error } = await poll();
+      if (state === o.done) break;
+      if (state !== o.running) throw o.failure(state, error);
+      this.emit(m, { type: 'progress', step: 'pages', message: `memory still ${o.what} after ${elapsed(t0)} ms` });
     }
     m.figures.pagesMs = elapsed(t0);
-    this.emit(m, { type: 'progress', step: 'pages', message: `all memory arrived in ${m.figures.pagesMs} ms` });
+    this.emit(m, { type: 'progress', step: 'pages', message: `all memory in after ${m.figures.pagesMs} ms` });
   }
 
   /** Best effort: a leftover here costs disk, not the workload, so it is reported and never fails the migration. */
@@ -551,7 +587,11 @@ export class Orchestrator {
         this.finish(m);
         return;
       }
-      if (running === true && (await runningOn(source, m.source.runtime, m.source.containerName)) === false) {
+      if (
+        running === true &&
+        (await runningOn(source, m.source.runtime, m.source.containerName)) === false &&
+        (await this.targetMemoryWhole(m, target))
+      ) {
         // The target runs and the source does not: finishing forward keeps the one copy there is.
         this.emit(m, {
           type: 'progress',
@@ -620,6 +660,23 @@ export class Orchestrator {
     if (state !== 'serving') return;
     this.emit(m, { type: 'progress', step: failedStep, message: `stopping the page server on ${m.source.node}; the source runs on` });
     await source.deleteCheckpoint(m.checkpointId).catch(() => undefined);
+  }
+
+  /**
+   * A copy restored with lazyMemory runs before all its memory is in: it is whole only once its daemon has
+   * loaded every page. One that failed, or whose agent restarted meanwhile (the daemon went with it), is not
+   * kept: the source's own checkpoint is still there to restore from.
+   */
+  private async targetMemoryWhole(m: MigrationRecord, target: AgentClient): Promise<boolean> {
+    if (m.memoryLoad?.used !== 'lazy') return true;
+    const { state } = await target.memoryLoad(m.checkpointId, PAGES_POLL_MS).catch(() => ({ state: 'unknown' }));
+    if (state === 'loaded') return true;
+    this.emit(m, {
+      type: 'progress',
+      step: 'rollback',
+      message: `${m.target.containerName} on ${m.target.node} lacks memory (load ${state}): not kept`,
+    });
+    return false;
   }
 
   private async restoreSource(m: MigrationRecord, source: AgentClient): Promise<string> {

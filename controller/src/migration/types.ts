@@ -5,6 +5,9 @@ import type { RoundFigures } from './precopy.js';
 /** hybrid: pre-copy rounds while the container runs, then a lazy final dump whose last delta follows on demand. */
 export const STRATEGIES = ['auto', 'precopy', 'stopcopy', 'postcopy', 'hybrid'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
+/** How the target loads the restored container's memory (preflight.ts, chooseMemoryLoad). */
+export const MEMORY_LOADS = ['auto', 'eager', 'lazy'] as const;
+export type MemoryLoad = (typeof MEMORY_LOADS)[number];
 
 export interface MigrationRequest {
   container: { node: string; runtime: RuntimeName; id?: string; name?: string };
@@ -15,6 +18,8 @@ export interface MigrationRequest {
   maxRounds: number;
   /** Pre-copy gives up when it has sent this many times the container's memory. */
   maxBytesFactor: number;
+  /** eager: all memory copied in before the container resumes; lazy: loaded from the target's images after. */
+  memoryLoad?: MemoryLoad;
 }
 
 /** Kubernetes mode: a pod moved as a whole to another node (kube/pod-mover.ts). */
@@ -80,7 +85,10 @@ export interface MigrationFigures {
    */
   downtimeMs?: number;
   estimatedDowntimeMs?: number;
-  /** Post-copy: from the restore returning to the last page arriving (the workload ran, faulting pages in). */
+  /**
+   * Post-copy: from the restore returning to the last page arriving from the source; a lazy memory load:
+   * to the last page loaded from the target's images (either way the workload ran, faulting pages in).
+   */
   pagesMs?: number;
   totalMs?: number;
 }
@@ -100,6 +108,8 @@ export interface MigrationRecord {
    */
   target: { node: string; containerName: string; twinId?: string };
   strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
+  /** How the target loads the memory on restore, and why; absent for post-copy (memory comes from the source). */
+  memoryLoad?: { requested: MemoryLoad; used: Exclude<MemoryLoad, 'auto'>; reason: string };
   /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
   checkpointId: string;
   /** Pre-copy rounds, each a pre-dump on the source sent to the target while the container ran. */
