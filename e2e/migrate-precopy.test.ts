@@ -69,7 +69,7 @@ serial(
     const m = await cluster.finished(accepted.id);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
-    t.is(m.memoryLoad?.used, 'eager', `${RSS_MIB} MiB is copied in: ${m.memoryLoad?.reason}`);
+    t.is(m.memoryLoad?.used, 'eager', `auto copies the memory in here: ${m.memoryLoad?.reason}`);
     t.true(m.rounds.length > 1, `${m.rounds.length} rounds (${m.precopyStop})`);
     const [first, ...later] = m.rounds;
     for (const r of later)
@@ -92,7 +92,7 @@ serial(
 );
 
 serial(
-  'pre-copy with memoryLoad lazy (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the copy resumes before its memory is loaded from its own images, then has all of it',
+  "pre-copy with memoryLoad lazy (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the final delta is loaded from the target's images after the copy resumes (CRIU restores the rounds eagerly), then it has all of it",
   async (t) => {
     const name = `${id}-lazy`;
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];

@@ -393,7 +393,8 @@ export class Orchestrator {
       const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
       const into = m.target.twinId ? { into: m.target.twinId } : {};
       const memoryBytes = PAGE_SIZE * Math.max(m.rounds[0]?.pagesWritten ?? 0, m.figures.finalPagesWritten ?? 0);
-      const memoryLoad = sizedMemoryLoad(m.memoryLoad, memoryBytes);
+      const onRounds = m.strategy?.used === 'precopy' && m.rounds.length > 0 && !m.precopyFallback;
+      const memoryLoad = sizedMemoryLoad(m.memoryLoad, { memoryBytes, onRounds });
       if (memoryLoad) {
         m.memoryLoad = memoryLoad;
         this.emit(m, { type: 'progress', step: 'restore', message: `memory loaded ${memoryLoad.used}ly: ${memoryLoad.reason}` });
