@@ -46,18 +46,23 @@ if (tracking) {
   });
 }
 
+/** The workload on a, RSS_MIB MiB of which it keeps rewriting 2 MiB; its count once it has counted a while. */
+async function startSmallWorkingSet(name: string): Promise<number> {
+  const root = cluster.node('a').runcRoot;
+  await workloadRootfs(path.join(scratch, name, 'rootfs'));
+  await startRuncCounter(name, scratch, { root, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
+  return waitFor(
+    () => runcCount(name, root),
+    (n) => n >= 10,
+    { what: `${name} to count`, timeoutMs: scaled(20_000) },
+  );
+}
+
 serial(
   `pre-copy (needs soft-dirty tracking; run it in e2e/lab): ${RSS_MIB} MiB, small working set: several rounds, shrinking deltas, small final delta`,
   async (t) => {
-    const rootA = cluster.node('a').runcRoot;
-    const rootB = cluster.node('b').runcRoot;
-    await workloadRootfs(path.join(scratch, id, 'rootfs'));
-    await startRuncCounter(id, scratch, { root: rootA, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
-    const before = await waitFor(
-      () => runcCount(id, rootA),
-      (n) => n >= 10,
-      { what: `${id} to count`, timeoutMs: scaled(20_000) },
-    );
+    const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
+    const before = await startSmallWorkingSet(id);
 
     const accepted = await cluster.client().migrate({
       container: { node: 'a', runtime: 'runc', name: id },
@@ -96,13 +101,7 @@ serial(
   async (t) => {
     const name = `${id}-lazy`;
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
-    await workloadRootfs(path.join(scratch, name, 'rootfs'));
-    await startRuncCounter(name, scratch, { root: rootA, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
-    const before = await waitFor(
-      () => runcCount(name, rootA),
-      (n) => n >= 10,
-      { what: `${name} to count`, timeoutMs: scaled(20_000) },
-    );
+    const before = await startSmallWorkingSet(name);
     const accepted = await cluster.client().migrate({
       container: { node: 'a', runtime: 'runc', name },
       targetNode: 'b',

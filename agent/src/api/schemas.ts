@@ -137,6 +137,27 @@ const errors = {
 
 export const idParams = { type: 'object', required: ['id'], properties: { id: checkpointId } } as const;
 
+/** A long poll on work an earlier call left running (background.ts): its state now, or once it ends within waitMs. */
+function backgroundWorkRoute(summary: string, [running, done]: [string, string]) {
+  return {
+    summary,
+    params: idParams,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 } },
+    },
+    response: {
+      200: {
+        type: 'object',
+        required: ['state'],
+        properties: { state: { type: 'string', enum: [running, done, 'failed', 'unknown'] }, error: { type: 'string' } },
+      },
+      ...errors,
+    },
+  } as const;
+}
+
 export const routes = {
   health: {
     summary: 'Liveness; needs no token',
@@ -311,46 +332,14 @@ export const routes = {
       ...errors,
     },
   },
-  pageServer: {
-    summary: "State of a lazy checkpoint's page server; waits up to waitMs for it to finish serving",
-    params: idParams,
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 } },
-    },
-    response: {
-      200: {
-        type: 'object',
-        required: ['state'],
-        properties: {
-          state: { type: 'string', enum: ['serving', 'served', 'failed', 'unknown'] },
-          error: { type: 'string' },
-        },
-      },
-      ...errors,
-    },
-  },
-  memoryLoad: {
-    summary: "State of a lazyMemory restore's loading of this checkpoint's memory; waits up to waitMs for it to end",
-    params: idParams,
-    querystring: {
-      type: 'object',
-      additionalProperties: false,
-      properties: { waitMs: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 } },
-    },
-    response: {
-      200: {
-        type: 'object',
-        required: ['state'],
-        properties: {
-          state: { type: 'string', enum: ['loading', 'loaded', 'failed', 'unknown'] },
-          error: { type: 'string' },
-        },
-      },
-      ...errors,
-    },
-  },
+  pageServer: backgroundWorkRoute("State of a lazy checkpoint's page server; waits up to waitMs for it to finish serving", [
+    'serving',
+    'served',
+  ]),
+  memoryLoad: backgroundWorkRoute("State of a lazyMemory restore's loading of this checkpoint's memory; waits up to waitMs for it to end", [
+    'loading',
+    'loaded',
+  ]),
   exportArchive: { summary: 'The checkpoint as a tar archive (podman/CRI-O layout plus manifest.json)', params: idParams },
   sendCheckpoint: {
     summary: 'Stream a checkpoint, with any parents the peer lacks (oldest first), to a peer agent; each verified there',
