@@ -91,11 +91,12 @@ export function conformanceTests(test: TestFn, h: RuntimeHarness, facts: Runtime
     // CRIU records the size of every open file (write-only appends, logs, excepted) and refuses a restore
     // whose file differs; a rootfs captured after the container was let go again would hold a longer file.
     // Growing a read-write file as fast as a shell can makes that race all but certain. The count is
-    // written less often so that a reader mostly finds it whole.
+    // written less often, to a new file renamed over the old one, so that a reader always finds it whole
+    // (written in place, a loaded CI machine once read it empty for the whole two seconds a read waits).
     const grower = [
       '/bin/sh',
       '-c',
-      `exec 3<>/tmp/grow; i=0; while true; do i=$((i+1)); echo $i >&3; [ $((i % 64)) = 0 ] && echo $i > ${COUNT_FILE}; done`,
+      `exec 3<>/tmp/grow; i=0; while true; do i=$((i+1)); echo $i >&3; [ $((i % 64)) = 0 ] && echo $i > ${COUNT_FILE}.new && mv ${COUNT_FILE}.new ${COUNT_FILE}; done`,
     ];
     const name = await h.counter('grow', grower);
     const dir = await h.checkpointDir('grow');
