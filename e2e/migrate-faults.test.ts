@@ -5,14 +5,20 @@
  * exactly one running copy, on the source, and a failed migration whose record names the step.
  */
 import test from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import { freezerFromProcCgroup } from '../agent/src/runtimes/freezer.js';
 import type { MigrationRecord } from '../controller/src/migration/types.js';
 import { startTestCluster, type TestCluster } from './support/cluster.js';
 import { startCorruptingProxy } from './support/corrupting-proxy.js';
 import { assertOneCopy, migrateWithFault as migrateWithFault_, onSlowLink as onSlowLink_ } from './support/faults.js';
 import { runcRemove, startCounting } from './support/runc.js';
+import { waitFor } from './support/workload.js';
+
+const run = promisify(execFile);
 
 let cluster: TestCluster;
 let scratch: string;
@@ -125,4 +131,22 @@ test.serial('cancel during the transfer: it takes effect at the next step and ro
   const again = await t.throwsAsync(cluster.client().cancel(accepted.id));
   t.regex(again?.message ?? '', /already cancelled/);
   await assertOneCopyOnSource(t, id, before);
+});
+
+test.serial('agent killed while a leave-running dump holds the container frozen: started again, it thaws it', async (t) => {
+  const { id, before } = await counterOnA('kill-mid-dump');
+  const pid = Number(JSON.parse((await run('runc', ['--root', cluster.node('a').runcRoot, 'state', id])).stdout).pid);
+  const freezer = freezerFromProcCgroup(await readFile(`/proc/${pid}/cgroup`, 'utf8'));
+  if (!freezer) return t.pass('this host has no cgroup freezer: a dump does not freeze ahead of CRIU');
+  const call = cluster
+    .node('a')
+    .agent.checkpoint({ runtime: 'runc', container: id, leaveRunning: true })
+    .catch(() => undefined);
+  // cgroup v1's freezer.state raises no event when it changes, so it is polled, as the agent does.
+  await waitFor(() => freezer.isFrozen(), Boolean, { what: 'the dump to freeze the container', everyMs: 1, timeoutMs: 30_000 });
+  await cluster.killAgent('a');
+  await call;
+  await cluster.startAgent('a');
+  await assertOneCopy(cluster, id, 'a', before);
+  t.pass();
 });

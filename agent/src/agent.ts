@@ -147,7 +147,7 @@ export class Agent {
     for (const d of opts.drivers) this.drivers.set(d.name, d);
   }
 
-  /** Thaws containers a killed earlier run of this agent held frozen for a coordinated checkpoint. */
+  /** Thaws containers a killed earlier run of this agent held frozen, for a coordinated checkpoint or a dump. */
   async recoverHolds(): Promise<string[]> {
     const thawed = await this.holds.recover(async (c) => {
       const driver = this.drivers.get(c.runtime);
@@ -282,17 +282,20 @@ export class Agent {
       let parentView: PlainView | undefined;
       try {
         if (p.parent) parentView = await this.store.plainView(await this.store.chain(p.parent));
-        const outcome = await this.driver(p.runtime).checkpoint({
-          container,
-          dir: pending.dir,
-          leaveRunning: p.leaveRunning ?? false,
-          onWritten: (rel) => pending.prepare(rel),
-          ...(this.holds.isHeld(p.runtime, container.id) ? { heldFrozen: true } : {}),
-          ...(p.preDump ? { preDump: true } : {}),
-          ...(p.parent ? { parentPath: this.parentPathFor(p.parent, pending.dir, parentView) } : {}),
-          ...(lazy ? { lazy } : {}),
-          ...(p.inPlace ? { inPlace: true } : {}),
-        });
+        const dumped = { runtime: p.runtime, id: container.id, name: container.name };
+        const outcome = await this.holds.whileDumping(dumped, () =>
+          this.driver(p.runtime).checkpoint({
+            container,
+            dir: pending.dir,
+            leaveRunning: p.leaveRunning ?? false,
+            onWritten: (rel) => pending.prepare(rel),
+            ...(this.holds.isHeld(p.runtime, container.id) ? { heldFrozen: true } : {}),
+            ...(p.preDump ? { preDump: true } : {}),
+            ...(p.parent ? { parentPath: this.parentPathFor(p.parent, pending.dir, parentView) } : {}),
+            ...(lazy ? { lazy } : {}),
+            ...(p.inPlace ? { inPlace: true } : {}),
+          }),
+        );
         pageServer = outcome.pageServer;
         if (p.parent && parentView?.decoded) await this.store.relinkParent(pending.dir, p.parent);
         const manifest = await pending.seal({

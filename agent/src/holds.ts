@@ -4,7 +4,8 @@
  * anything another has not yet sent). A checkpoint of a held container leaves it frozen; the hold's release
  * thaws the group together. A hold expires by itself, so a controller that dies mid-cut cannot leave
  * workloads frozen; and the held containers are written to a file, so an agent killed while holding them
- * thaws them when it starts again.
+ * thaws them when it starts again. Containers being dumped are written there too: a dump freezes its
+ * container (freezer.ts, or CRIU itself), and an agent killed mid-dump would otherwise leave it frozen for good.
  */
 import { randomBytes } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -35,6 +36,7 @@ const keyOf = (runtime: RuntimeName, id: string) => `${runtime}/${id}`;
 
 export class HoldRegistry {
   private readonly active = new Map<string, ActiveHold>();
+  private readonly dumping = new Map<string, HeldContainer>();
 
   /** `file`: where the held containers are recorded; without it, holds die with the process. */
   constructor(private readonly file?: string) {}
@@ -51,7 +53,7 @@ export class HoldRegistry {
 
   private async record(): Promise<void> {
     if (!this.file) return;
-    const held = [...this.active.values()].flatMap((a) => a.hold.containers);
+    const held = [...this.active.values()].flatMap((a) => a.hold.containers).concat([...this.dumping.values()]);
     if (held.length) await writeFile(this.file, JSON.stringify(held), { flush: true });
     else await rm(this.file, { force: true });
   }
@@ -93,6 +95,19 @@ export class HoldRegistry {
     this.active.set(hold.id, { hold, thaws, timer });
     await this.record();
     return hold;
+  }
+
+  /** Runs a dump of `c` with it recorded, so that a restart after a kill mid-dump thaws it (see above). */
+  async whileDumping<T>(c: HeldContainer, dump: () => Promise<T>): Promise<T> {
+    const key = keyOf(c.runtime, c.id);
+    this.dumping.set(key, c);
+    try {
+      await this.record();
+      return await dump();
+    } finally {
+      this.dumping.delete(key);
+      await this.record();
+    }
   }
 
   isHeld(runtime: RuntimeName, containerId: string): boolean {
