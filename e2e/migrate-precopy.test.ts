@@ -3,7 +3,7 @@
  * bits), which this machine's does not; e2e/lab runs it inside a VM whose kernel does. Where tracking is
  * missing the test is skipped with that reason, and migrate-runc.test.ts covers the stop-and-copy fallback.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -46,11 +46,27 @@ if (tracking) {
   });
 }
 
-/** The workload on a, RSS_MIB MiB of which it keeps rewriting 2 MiB; its count once it has counted a while. */
+/**
+ * The workload on a, RSS_MIB MiB of which it keeps rewriting 2 MiB, checking its pages against their
+ * checksums as it goes; its count once it has counted a while.
+ */
+/** Two more whole passes over every page after the move: each page came back with what it held. */
+async function expectEveryPageIntact(t: ExecutionContext, name: string): Promise<void> {
+  const root = cluster.node('b').runcRoot;
+  const stats = () => readWorkloadStats(async () => (await run('runc', ['--root', root, 'exec', name, 'cat', WORKLOAD_STATS_FILE])).stdout);
+  const atMove = await stats();
+  const checked = await waitFor(stats, (s) => s.verifiedPasses >= atMove.verifiedPasses + 2, {
+    what: 'two verification passes over the moved memory',
+    timeoutMs: scaled(30_000),
+  });
+  t.is(checked.corruptPages, 0, `${checked.corruptPages} pages differ from their checksums`);
+}
+
 async function startSmallWorkingSet(name: string): Promise<number> {
   const root = cluster.node('a').runcRoot;
   await workloadRootfs(path.join(scratch, name, 'rootfs'));
-  await startRuncCounter(name, scratch, { root, argv: workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2 }) });
+  const argv = workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2, verify: true });
+  await startRuncCounter(name, scratch, { root, argv });
   return waitFor(
     () => runcCount(name, root),
     (n) => n >= 10,
@@ -75,6 +91,9 @@ serial(
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.strategy?.used, 'precopy');
     t.is(m.memoryLoad?.used, 'eager', `auto copies the memory in here: ${m.memoryLoad?.reason}`);
+    const merged = m.mergedRounds && 'pages' in m.mergedRounds ? m.mergedRounds : undefined;
+    t.true((merged?.pages ?? 0) >= (m.rounds[0]?.pagesWritten ?? 0), `restored from the rounds merged: ${JSON.stringify(m.mergedRounds)}`);
+    t.is(merged?.lazyPages, 0, 'loaded eagerly');
     t.true(m.rounds.length > 1, `${m.rounds.length} rounds (${m.precopyStop})`);
     const [first, ...later] = m.rounds;
     for (const r of later)
@@ -87,6 +106,7 @@ serial(
 
     await expectCountResumed(() => runcCount(id, rootB), before);
     t.is(await runcState(id, rootA), undefined);
+    await expectEveryPageIntact(t, id);
     const inside = await readWorkloadStats(
       async () => (await run('runc', ['--root', rootB, 'exec', id, 'cat', WORKLOAD_STATS_FILE])).stdout,
     );
@@ -97,7 +117,7 @@ serial(
 );
 
 serial(
-  "pre-copy with memoryLoad lazy (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the final delta is loaded from the target's images after the copy resumes (CRIU restores the rounds eagerly), then it has all of it",
+  "pre-copy with memoryLoad lazy (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the copy resumes first, the rounds' pages and the final delta, merged on the target, load after, and every page checks out",
   async (t) => {
     const name = `${id}-lazy`;
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
@@ -114,6 +134,11 @@ serial(
     t.log(`downtime ${m.figures.downtimeMs} ms by the controller, memory loaded in ${m.figures.pagesMs} ms after; ${m.memoryLoad?.reason}`);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
     t.is(m.memoryLoad?.used, 'lazy');
+    const merged = m.mergedRounds && 'pages' in m.mergedRounds ? m.mergedRounds : undefined;
+    t.true(
+      (merged?.lazyPages ?? 0) > (m.rounds[0]?.pagesWritten ?? 0) / 2,
+      `most of memory was left to the daemon: ${JSON.stringify(m.mergedRounds)}`,
+    );
     t.true((m.figures.pagesMs ?? -1) >= 0, 'the controller waited for the load before cleaning up');
     const events: string[] = [];
     for await (const e of cluster.client().events(accepted.id)) if (e.step === 'pages') events.push(e.message);
@@ -123,6 +148,7 @@ serial(
     );
     await expectCountResumed(() => runcCount(name, rootB), before);
     t.is(await runcState(name, rootA), undefined);
+    await expectEveryPageIntact(t, name);
     const kept = await cluster.node('b').agent.checkpoints();
     t.false(
       kept.some((c) => c.id === m.checkpointId),

@@ -2,6 +2,7 @@
  * The agent's behaviour, independent of HTTP: find containers through the drivers, write checkpoints into
  * the store, verify before restoring. One operation per container at a time.
  */
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { type Hold, HoldRegistry } from './holds.js';
 import { FerryError } from './errors.js';
@@ -18,6 +19,7 @@ import { watchdog } from './watchdog.js';
 import { type Peer, type SendResult, sendCheckpoint } from './transfer.js';
 import { freePort, type PageServer } from './runtimes/lazy.js';
 import { BackgroundWork } from './background.js';
+import { RoundMerges } from './round-merges.js';
 
 export interface AgentOptions {
   node: string;
@@ -92,7 +94,11 @@ export interface RestoreResult {
   stats?: CriuRestoreStats;
   /** restoreMs is the whole call, verification included (they overlap). */
   timings: { verifyMs: number; restoreMs: number };
+  /** A final dump on pre-copy rounds: restored from the rounds merged as they arrived, or why not. */
+  merge?: MergeOutcome;
 }
+
+export type MergeOutcome = { pages: number; lazyPages: number } | { unmerged: string };
 
 const RECENT_RESTORES = 20;
 /**
@@ -118,6 +124,7 @@ export class Agent {
   private readonly tls: TlsIdentity | undefined;
   private readonly busy = new Set<string>();
   private readonly holds: HoldRegistry;
+  private readonly merges: RoundMerges;
   private readonly sends = new Map<string, AbortController>();
   private readonly incomingImports = new Map<string, { bytes: number }>();
   /** When each checkpoint was imported and verified here, for FRESH_IMPORT_MS. */
@@ -144,7 +151,13 @@ export class Agent {
     this.sshKey = opts.sshKey;
     this.tls = opts.tls;
     this.holds = new HoldRegistry(opts.holdsFile);
+    this.merges = new RoundMerges(path.join(opts.store.root, 'merging'));
     for (const d of opts.drivers) this.drivers.set(d.name, d);
+  }
+
+  /** Removes the merges of pre-copy rounds an earlier run of this agent left (their rounds restore without). */
+  clearMerges(): Promise<void> {
+    return this.merges.clear();
   }
 
   /** Thaws containers a killed earlier run of this agent held frozen, for a coordinated checkpoint or a dump. */
@@ -434,9 +447,11 @@ export class Agent {
         return chain;
       });
       verified.catch(() => undefined);
+      const merged = await this.fromMergedRounds(chain, view, verified, p.lazyMemory === true);
+      const disposeMerged = () => (merged.dir ? rm(merged.dir, { recursive: true, force: true }) : Promise.resolve());
       const outcome = await this.driver(runtime)
         .restore({
-          dir: view.dirOf(checkpointId),
+          dir: merged.dir ?? view.dirOf(checkpointId),
           ...(p.name ? { name: p.name } : {}),
           runtimeMeta: manifest.runtimeMeta,
           verified,
@@ -445,7 +460,7 @@ export class Agent {
           ...(p.lazyMemory ? { lazyMemory: true } : {}),
         })
         .catch(async (err: unknown) => {
-          await view.dispose();
+          await Promise.all([view.dispose(), disposeMerged()]);
           throw err;
         });
       outcome.pagesLoaded?.catch(() => undefined);
@@ -453,7 +468,7 @@ export class Agent {
         this.memoryLoads.set(checkpointId, new BackgroundWork(outcome.pagesLoaded, 'loading', 'loaded'));
       // A lazy load reads the images until the last page is in: only then may a decoded copy go.
       const loaded = p.lazyMemory ? (outcome.pagesLoaded ?? Promise.resolve()) : Promise.resolve();
-      void loaded.catch(() => undefined).finally(() => view.dispose());
+      void loaded.catch(() => undefined).finally(() => Promise.all([view.dispose(), disposeMerged()]));
       const times = this.restoreTimes.get(runtime) ?? [];
       times.push(since(t0));
       this.restoreTimes.set(runtime, times.slice(-RECENT_RESTORES));
@@ -462,8 +477,45 @@ export class Agent {
         container: outcome.container,
         ...(outcome.stats ? { stats: outcome.stats } : {}),
         timings: { verifyMs, restoreMs: since(t0) },
+        ...(merged.merge ? { merge: merged.merge } : {}),
       };
     });
+  }
+
+  /**
+   * A final dump on pre-copy rounds this agent merged as they arrived (round-merges.ts) restores from the
+   * merge: its images laid out without parents, so that with lazyMemory all of memory can load after the
+   * container resumed. Anything that stops the merge leaves the chain to restore as it is.
+   */
+  private async fromMergedRounds(
+    chain: Manifest[],
+    view: PlainView,
+    verified: Promise<unknown>,
+    lazy: boolean,
+  ): Promise<{ dir?: string; merge?: MergeOutcome }> {
+    const [final, tip] = chain as [Manifest, Manifest | undefined];
+    if (!tip || view.decoded) return {};
+    const merged = await this.merges.take(tip.id);
+    if (merged === undefined) return {};
+    if (typeof merged === 'string') return { merge: { unmerged: merged } };
+    // Nothing is merged from images that fail their check: the restore then fails on it anyway.
+    if (
+      !(await verified.then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      await merged.dispose();
+      return {};
+    }
+    const dir = this.merges.restoreDirOf(final.id);
+    try {
+      await rm(dir, { recursive: true, force: true });
+      return { dir, merge: await merged.finish(view.dirOf(final.id), dir, { lazy }) };
+    } catch (err) {
+      await Promise.all([merged.dispose(), rm(dir, { recursive: true, force: true })]);
+      return { merge: { unmerged: `the final dump could not be merged: ${(err as Error).message}` } };
+    }
   }
 
   /** lazyMemory needs runc, a checkpoint that holds its memory, and userfaultfd for CRIU on this node. */
@@ -524,6 +576,7 @@ export class Agent {
     const served = this.pageServers.get(id);
     if (served?.work.running) await served.server.stop();
     this.pageServers.delete(id);
+    await this.merges.forget(id);
     return this.store.delete(id);
   }
 
@@ -577,6 +630,7 @@ export class Agent {
       });
     }
     this.importedAt.set(manifest.id, performance.now());
+    this.merges.arrived(manifest, (id) => this.store.dirOf(id));
     return manifest;
   }
 

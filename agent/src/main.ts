@@ -58,7 +58,7 @@ export async function createAgent(cfg: AgentConfig, tls?: TlsIdentity): Promise<
     ...(cfg.sshKeyPath ? { sshKey: await readSshKey(cfg.sshKeyPath) } : {}),
     ...(tls ? { tls } : {}),
   });
-  await agent.recoverHolds();
+  await Promise.all([agent.recoverHolds(), agent.clearMerges()]);
   return agent;
 }
 

@@ -84,16 +84,12 @@ test('versions compare numerically', (t) => {
 test('memory load: auto is lazy where the target can and the memory is big, eager with the reason where not', (t) => {
   const lazy = chooseMemoryLoad('auto', 'precopy', 'runc', node('b'));
   t.is(lazy?.used, 'lazy');
-  const big = { memoryBytes: LAZY_LOAD_MIN_BYTES, onRounds: false };
-  t.is(sizedMemoryLoad(lazy, big)?.used, 'lazy');
-  const small = sizedMemoryLoad(lazy, { memoryBytes: 64 * 2 ** 20, onRounds: false });
+  t.is(sizedMemoryLoad(lazy, { memoryBytes: LAZY_LOAD_MIN_BYTES })?.used, 'lazy');
+  const small = sizedMemoryLoad(lazy, { memoryBytes: 64 * 2 ** 20 });
   t.is(small?.used, 'eager');
   t.regex(small?.reason ?? '', /^64 MiB of memory: copied in quicker/);
-  const chained = sizedMemoryLoad(lazy, { ...big, onRounds: true });
-  t.is(chained?.used, 'eager', 'CRIU restores the rounds eagerly anyway');
-  t.regex(chained?.reason ?? '', /pre-copy rounds/);
   const asked = chooseMemoryLoad('lazy', 'precopy', 'runc', node('b'));
-  t.is(sizedMemoryLoad(asked, { memoryBytes: 1, onRounds: true })?.used, 'lazy', 'asked for, it stays lazy');
+  t.is(sizedMemoryLoad(asked, { memoryBytes: 1 })?.used, 'lazy', 'asked for, it stays lazy');
   const noUffd = chooseMemoryLoad('auto', 'precopy', 'runc', node('b', { lazyPages: false, lazyPagesProblem: 'no userfaultfd' }));
   t.deepEqual(noUffd, { requested: 'auto', used: 'eager', reason: 'b has no lazy pages (no userfaultfd)' });
   t.is(chooseMemoryLoad('auto', 'stopcopy', 'podman', node('b'))?.used, 'eager');

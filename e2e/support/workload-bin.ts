@@ -40,6 +40,9 @@ export interface WorkloadStats {
   dirtiedMib: number;
   /** Realtime clock at this tick, in ms since the epoch. */
   nowMs: number;
+  /** --verify: whole passes of checking every page against its checksum, and the pages that failed. */
+  verifiedPasses: number;
+  corruptPages: number;
 }
 
 const NUMERIC_FIELDS = [
@@ -54,6 +57,8 @@ const NUMERIC_FIELDS = [
   'lateTicks',
   'dirtiedMib',
   'nowMs',
+  'verifiedPasses',
+  'corruptPages',
 ] as const;
 
 const GCC_FLAGS = ['-O2', '-static'];
@@ -122,6 +127,8 @@ export function workloadArgv(opts: {
   tickMs?: number;
   /** random (the default: incompressible) or compressible (small integers, about 4:1). */
   fill?: 'random' | 'compressible';
+  /** Check the pages against checksums as it runs (corruptPages, verifiedPasses). */
+  verify?: boolean;
   out?: string;
   bin?: string;
 }): string[] {
@@ -129,6 +136,7 @@ export function workloadArgv(opts: {
   if (opts.workingSetMib !== undefined) argv.push('--working-set-mib', String(opts.workingSetMib));
   if (opts.tickMs !== undefined) argv.push('--tick-ms', String(opts.tickMs));
   if (opts.fill) argv.push('--fill', opts.fill);
+  if (opts.verify) argv.push('--verify');
   argv.push('--out', opts.out ?? WORKLOAD_OUT);
   return argv;
 }

@@ -7,10 +7,14 @@
  *   DIR/maxgap   the longest time between two ticks, in ms: the downtime as the workload itself saw it
  *   DIR/stats    one line of JSON with both and the rest of the figures
  *
+ * --verify keeps a checksum of every page (in memory too) and re-reads 1% of the pages each tick against
+ * them: a page that comes back from a migration with other contents (a lazily loaded page never filled,
+ * a page from the wrong image) is counted in corruptPages, and verifiedPasses counts whole passes.
+ *
  * Static, single-threaded, and with no file open between ticks, so that CRIU has nothing to dump but
  * memory, registers and the stdio it was started with.
  *
- *   ferry-workload [--rss-mib N] [--dirty-mib-per-s R] [--working-set-mib W] [--tick-ms T] [--out DIR]
+ *   ferry-workload [--rss-mib N] [--dirty-mib-per-s R] [--working-set-mib W] [--tick-ms T] [--verify] [--out DIR]
  *
  * Build: gcc -O2 -static -o ferry-workload ferry-workload.c
  */
@@ -38,6 +42,7 @@ struct options {
   double dirty_mib_per_s;
   long working_set_mib; /* -1: all of rss_mib */
   long tick_ms;
+  int verify;
   const char *out;
 };
 
@@ -73,8 +78,20 @@ static inline uint64_t rng_next(void) {
  * about 4:1, where random words (the default) do not compress at all. */
 static uint64_t fill_mask = ~0ULL;
 
-static void fill_page(uint64_t *page, size_t words) {
-  for (size_t i = 0; i < words; i++) page[i] = rng_next() & fill_mask;
+/* Returns the page's checksum (words mixed with their position, so moved words do not cancel out). */
+static uint64_t fill_page(uint64_t *page, size_t words) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < words; i++) {
+    page[i] = rng_next() & fill_mask;
+    sum = (sum ^ page[i]) * 0x100000001B3ULL + i;
+  }
+  return sum;
+}
+
+static uint64_t page_sum(const uint64_t *page, size_t words) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < words; i++) sum = (sum ^ page[i]) * 0x100000001B3ULL + i;
+  return sum;
 }
 
 /*
@@ -132,6 +149,7 @@ static void usage(FILE *to) {
       "  --working-set-mib W   rewrite only the first W MiB (default: all N)\n"
       "  --tick-ms T           tick every T ms (default 10)\n"
       "  --fill KIND           random (default) or compressible (small integers)\n"
+      "  --verify              check 1%% of the pages per tick against their checksums (corruptPages)\n"
       "  --out DIR             write DIR/count, DIR/maxgap, DIR/stats every tick (default /tmp)\n",
       to);
 }
@@ -166,6 +184,7 @@ static struct options parse_options(int argc, char **argv) {
       {"working-set-mib", required_argument, NULL, 'w'},
       {"tick-ms", required_argument, NULL, 't'},
       {"fill", required_argument, NULL, 'f'},
+      {"verify", no_argument, NULL, 'v'},
       {"out", required_argument, NULL, 'o'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -178,6 +197,7 @@ static struct options parse_options(int argc, char **argv) {
     case 'w': o.working_set_mib = parse_long("--working-set-mib", optarg, 0, 1L << 20); break;
     case 't': o.tick_ms = parse_long("--tick-ms", optarg, 1, 60000); break;
     case 'o': o.out = optarg; break;
+    case 'v': o.verify = 1; break;
     case 'f':
       if (strcmp(optarg, "compressible") == 0) fill_mask = 0xffff;
       else if (strcmp(optarg, "random") != 0) {
@@ -218,6 +238,14 @@ int main(int argc, char **argv) {
   rng_state = ((uint64_t)now_ns() ^ ((uint64_t)getpid() << 32)) | 1;
 
   unsigned char *mem = NULL;
+  uint64_t *sums = NULL;
+  if (o.verify && total_pages > 0) {
+    sums = mmap(NULL, total_pages * sizeof *sums, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sums == MAP_FAILED) {
+      perror("ferry-workload: mmap");
+      return 1;
+    }
+  }
   if (total_pages > 0) {
     mem = mmap(NULL, total_pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
@@ -227,8 +255,14 @@ int main(int argc, char **argv) {
     /* Transparent huge pages are "always" on these hosts: one write would then dirty 2 MiB for
      * soft-dirty tracking and CRIU's pre-dump, and the dirty rate would not be the one asked for. */
     madvise(mem, total_pages * page, MADV_NOHUGEPAGE);
-    for (size_t p = 0; p < total_pages; p++) fill_page((uint64_t *)(mem + p * page), words);
+    for (size_t p = 0; p < total_pages; p++) {
+      uint64_t sum = fill_page((uint64_t *)(mem + p * page), words);
+      if (sums) sums[p] = sum;
+    }
   }
+  const size_t verify_per_tick = sums ? (total_pages + 99) / 100 : 0;
+  size_t verify_cursor = 0;
+  uint64_t verified_passes = 0, corrupt_pages = 0;
 
   const int64_t tick_ns = o.tick_ms * NS_PER_MS;
   /* Pages are owed by time elapsed, not per tick: ticks that run late (measured: a busy 2-vCPU host
@@ -265,10 +299,18 @@ int main(int argc, char **argv) {
       size_t n = (size_t)owed;
       owed -= (double)n;
       for (size_t i = 0; i < n; i++) {
-        fill_page((uint64_t *)(mem + cursor * page), words);
+        uint64_t sum = fill_page((uint64_t *)(mem + cursor * page), words);
+        if (sums) sums[cursor] = sum;
         if (++cursor == ws_pages) cursor = 0;
       }
       dirtied_pages += n;
+    }
+    for (size_t i = 0; i < verify_per_tick; i++) {
+      if (page_sum((const uint64_t *)(mem + verify_cursor * page), words) != sums[verify_cursor]) corrupt_pages++;
+      if (++verify_cursor == total_pages) {
+        verify_cursor = 0;
+        verified_passes++;
+      }
     }
 
     int len = snprintf(buf, sizeof buf, "%" PRIu64 "\n", count);
@@ -278,10 +320,10 @@ int main(int argc, char **argv) {
     len = snprintf(buf, sizeof buf,
                    "{\"count\":%" PRIu64 ",\"maxGapMs\":%.3f,\"lastGapMs\":%.3f,\"rssMib\":%ld,\"dirtyMibPerS\":%g,"
                    "\"workingSetMib\":%ld,\"tickMs\":%ld,\"ticks\":%" PRIu64 ",\"lateTicks\":%" PRIu64 ",\"dirtiedMib\":%.3f,"
-                   "\"nowMs\":%.3f}\n",
+                   "\"nowMs\":%.3f,\"verifiedPasses\":%" PRIu64 ",\"corruptPages\":%" PRIu64 "}\n",
                    count, (double)max_gap / NS_PER_MS, (double)last_gap / NS_PER_MS, o.rss_mib, o.dirty_mib_per_s,
                    o.working_set_mib, o.tick_ms, ticks, late_ticks, (double)dirtied_pages * (double)page / (double)MIB,
-                   (double)now / NS_PER_MS);
+                   (double)now / NS_PER_MS, verified_passes, corrupt_pages);
     if (write_atomic(o.out, "stats", buf, (size_t)len) < 0) goto write_failed;
 
     if (count == 1) {

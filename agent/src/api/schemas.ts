@@ -327,6 +327,12 @@ export const routes = {
           container: { $ref: 'Container#' },
           stats: { type: 'object', additionalProperties: true },
           timings: { type: 'object', additionalProperties: true },
+          merge: {
+            description:
+              'A final dump on pre-copy rounds: restored from the rounds merged on arrival (pages, lazyPages), or why not (unmerged)',
+            type: 'object',
+            properties: { pages: { type: 'integer' }, lazyPages: { type: 'integer' }, unmerged: { type: 'string' } },
+          },
         },
       },
       ...errors,

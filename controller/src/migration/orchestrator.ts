@@ -393,8 +393,7 @@ export class Orchestrator {
       const pageServer = postcopy ? { pageServer: { host: new URL(source.url).hostname } } : {};
       const into = m.target.twinId ? { into: m.target.twinId } : {};
       const memoryBytes = PAGE_SIZE * Math.max(m.rounds[0]?.pagesWritten ?? 0, m.figures.finalPagesWritten ?? 0);
-      const onRounds = m.strategy?.used === 'precopy' && m.rounds.length > 0 && !m.precopyFallback;
-      const memoryLoad = sizedMemoryLoad(m.memoryLoad, { memoryBytes, onRounds });
+      const memoryLoad = sizedMemoryLoad(m.memoryLoad, { memoryBytes });
       if (memoryLoad) {
         m.memoryLoad = memoryLoad;
         this.emit(m, { type: 'progress', step: 'restore', message: `memory loaded ${memoryLoad.used}ly: ${memoryLoad.reason}` });
@@ -403,6 +402,14 @@ export class Orchestrator {
       const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into, ...lazyMemory });
       m.figures.restoreMs = r.timings.restoreMs;
       m.figures.downtimeMs = elapsed(frozenAt);
+      if (r.merge) {
+        m.mergedRounds = r.merge;
+        const message =
+          'unmerged' in r.merge
+            ? `restored from the rounds as they are: ${r.merge.unmerged}`
+            : `restored from the rounds merged on ${m.target.node}: ${r.merge.pages} pages, ${r.merge.lazyPages} of them loaded lazily`;
+        this.emit(m, { type: 'progress', step: 'restore', message });
+      }
     });
     if (postcopy) await this.step(m, 'pages', () => this.awaitPages(m, source));
     else if (m.memoryLoad?.used === 'lazy') await this.step(m, 'pages', () => this.awaitMemoryLoad(m, target));

@@ -161,24 +161,18 @@ export function chooseMemoryLoad(
     reason:
       requested === 'lazy'
         ? "requested: the container resumes before its memory is in; a lazy-pages daemon loads it from the target's images"
-        : `${target.node} loads memory lazily from its own images when a final dump without pre-copy rounds holds at least ${LAZY_LOAD_MIN_BYTES / 2 ** 20} MiB: the copy leaves the downtime`,
+        : `${target.node} loads memory lazily from its own images when the container holds at least ${LAZY_LOAD_MIN_BYTES / 2 ** 20} MiB: the copy leaves the downtime`,
   };
 }
 
 /**
  * 'auto' goes back to eager where lazy would not pay, known once the final dump has been taken: a small
- * memory, or a final dump on pre-copy rounds, whose pages CRIU (4.1) restores eagerly from the parent
- * images even with lazy pages (measured in the lab: of a 1 GiB chain only the final 2721 pages were left
- * to the daemon, and the restore took as long as an eager one, plus the daemon).
+ * memory. A final dump on pre-copy rounds stays lazy: the target merges the rounds as they arrive, so
+ * that all of memory can load lazily (agent/src/criu/merged-rounds.ts; CRIU itself restores pages left in
+ * parent images eagerly even with lazy pages).
  */
-export function sizedMemoryLoad(
-  choice: MemoryLoadChoice | undefined,
-  dump: { memoryBytes: number; onRounds: boolean },
-): MemoryLoadChoice | undefined {
+export function sizedMemoryLoad(choice: MemoryLoadChoice | undefined, dump: { memoryBytes: number }): MemoryLoadChoice | undefined {
   if (choice?.requested !== 'auto' || choice.used !== 'lazy') return choice;
-  if (dump.onRounds) {
-    return { requested: 'auto', used: 'eager', reason: 'the final dump sits on pre-copy rounds, whose pages CRIU restores eagerly anyway' };
-  }
   if (dump.memoryBytes >= LAZY_LOAD_MIN_BYTES) return choice;
   return {
     requested: 'auto',

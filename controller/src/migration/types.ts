@@ -1,4 +1,5 @@
 /** The shape of a migration: what was asked, and the record the controller journals as it goes. */
+import type { MergeOutcome } from '../../../agent/src/agent.js';
 import type { RuntimeName } from '../../../agent/src/runtimes/types.js';
 import type { RoundFigures } from './precopy.js';
 
@@ -110,6 +111,11 @@ export interface MigrationRecord {
   strategy?: { requested: Strategy; used: Exclude<Strategy, 'auto'>; reason: string };
   /** How the target loads the memory on restore, and why; absent for post-copy (memory comes from the source). */
   memoryLoad?: { requested: MemoryLoad; used: Exclude<MemoryLoad, 'auto'>; reason: string };
+  /**
+   * Pre-copy: the target restored from its rounds merged into one image set as they arrived (how many
+   * pages, how many of them left to load lazily), or why it restored from the rounds as they are.
+   */
+  mergedRounds?: MergeOutcome;
   /** The checkpoint id used on both nodes; fixed up front so a restarted controller can find it. */
   checkpointId: string;
   /** Pre-copy rounds, each a pre-dump on the source sent to the target while the container ran. */
