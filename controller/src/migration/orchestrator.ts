@@ -396,7 +396,11 @@ export class Orchestrator {
       const memoryLoad = sizedMemoryLoad(m.memoryLoad, { memoryBytes });
       if (memoryLoad) {
         m.memoryLoad = memoryLoad;
-        this.emit(m, { type: 'progress', step: 'restore', message: `memory loaded ${memoryLoad.used}ly: ${memoryLoad.reason}` });
+        this.emit(m, {
+          type: 'progress',
+          step: 'restore',
+          message: `memory loaded ${memoryLoad.used === 'lazy' ? 'lazily' : 'eagerly'}: ${memoryLoad.reason}`,
+        });
       }
       const lazyMemory = memoryLoad?.used === 'lazy' ? { lazyMemory: true } : {};
       const r = await target.restore(m.checkpointId, { name: m.target.containerName, ...pageServer, ...into, ...lazyMemory });
