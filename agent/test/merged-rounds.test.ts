@@ -1,86 +1,10 @@
 /** Merging pre-copy rounds into one image set, on image sets built here byte by byte as CRIU writes them. */
-import test, { type ExecutionContext } from 'ava';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import test from 'ava';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { writeImage } from '../src/criu/image-file.js';
 import { MergedRounds, Unmergeable } from '../src/criu/merged-rounds.js';
-import { decodePagemap, PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT } from '../src/criu/pagemap.js';
-import { encodeMessage } from '../src/criu/protobuf.js';
-
-const MAGIC = Buffer.from('1943565425400856', 'hex');
-const P = 4096n;
-const HEAP = 0x10000000n;
-const LIB = 0x20000000n;
-const STACK = 0x7ff00000n;
-const ANON_PRIVATE = 0x22;
-const FILE_PRIVATE = 0x02;
-
-const image = (...messages: Buffer[]) => writeImage({ magic: MAGIC, messages });
-const entry = (vaddr: bigint, pages: number, flags: number) =>
-  encodeMessage([
-    [1, vaddr],
-    [2, BigInt(pages)],
-    [4, BigInt(flags)],
-  ]);
-const vma = (start: bigint, pages: bigint, flags: number) =>
-  encodeMessage([
-    [1, start],
-    [2, start + pages * P],
-    [6, BigInt(flags)],
-    [7, 1n],
-  ]);
-/** A page whose every byte says which page (by address) and which version of it. */
-const page = (vaddr: bigint, version: number) => Buffer.alloc(PAGE_SIZE, Number((vaddr / P) % 200n) + version);
-
-type Run = [vaddr: bigint, pages: number, flags: number];
-
-/** One image set: pagemap-7.img and pages-1.img for `runs`, each present page at `version`. */
-async function round(dir: string, runs: Run[], version: number, opts: { parent?: string; pid?: number } = {}) {
-  await mkdir(path.join(dir, 'checkpoint'), { recursive: true });
-  const images = path.join(dir, 'checkpoint');
-  const data: Buffer[] = [];
-  for (const [vaddr, n, flags] of runs) {
-    if (flags & PE_PRESENT) for (let i = 0n; i < BigInt(n); i++) data.push(page(vaddr + i * P, version));
-  }
-  const pid = opts.pid ?? 7;
-  await writeFile(path.join(images, `pagemap-${pid}.img`), image(encodeMessage([[1, 1n]]), ...runs.map(([v, n, f]) => entry(v, n, f))));
-  await writeFile(path.join(images, 'pages-1.img'), Buffer.concat(data));
-  await writeFile(
-    path.join(images, `mm-${pid}.img`),
-    image(
-      encodeMessage([
-        [14, vma(HEAP, 16n, ANON_PRIVATE)],
-        [14, vma(LIB, 4n, FILE_PRIVATE)],
-        [14, vma(STACK, 8n, ANON_PRIVATE)],
-      ]),
-    ),
-  );
-  await writeFile(
-    path.join(images, `core-${pid}.img`),
-    image(
-      encodeMessage([
-        [1, 1n],
-        [2, encodeMessage([[2, encodeMessage([[20, STACK + 4n * P + 16n]])]])],
-      ]),
-    ),
-  );
-  if (opts.parent) await symlink(opts.parent, path.join(images, 'parent'));
-  await writeFile(path.join(dir, 'spec.dump'), `{"round":${version}}`);
-  return dir;
-}
-
-async function scratch(t: ExecutionContext): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-merged-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-const ALL: Run[] = [
-  [HEAP, 16, PE_PRESENT],
-  [LIB, 4, PE_PRESENT],
-  [STACK, 8, PE_PRESENT],
-];
+import { decodePagemap, PE_LAZY, PE_PARENT, PE_PRESENT } from '../src/criu/pagemap.js';
+import { ALL, HEAP, LIB, P, page, type Run, round, STACK, scratch } from './fixtures/criu-images.js';
 
 test('rounds and the final dump merge into one set without parents, each page at its latest version', async (t) => {
   const s = await scratch(t);
