@@ -92,13 +92,14 @@ export interface RestoreResult {
   checkpoint: string;
   container: ContainerInfo;
   stats?: CriuRestoreStats;
-  /** restoreMs is the whole call, verification included (they overlap). */
-  timings: { verifyMs: number; restoreMs: number };
+  /** restoreMs is the whole call, verification included (they overlap); the driver's phases where it says. */
+  timings: { verifyMs: number; restoreMs: number; [phase: string]: number };
   /** A final dump on pre-copy rounds: restored from the rounds merged as they arrived, or why not. */
   merge?: MergeOutcome;
 }
 
-export type MergeOutcome = { pages: number; lazyPages: number } | { unmerged: string };
+/** ms: what laying out the merged images took, inside the restore (and so inside a migration's downtime). */
+export type MergeOutcome = { pages: number; lazyPages: number; ms: number } | { unmerged: string };
 
 const RECENT_RESTORES = 20;
 /**
@@ -326,7 +327,7 @@ export class Agent {
           leaveRunning: p.preDump ? true : (p.leaveRunning ?? false),
           ...(p.parent ? { parent: p.parent } : {}),
           ...(outcome.stats ? { stats: outcome.stats } : {}),
-          timings: { checkpointMs: since(t0) },
+          timings: { ...outcome.phases, checkpointMs: since(t0) },
           runtimeMeta: outcome.runtimeMeta,
           ...(pageServer ? { lazyPages: { port: pageServer.port } } : {}),
           ...(p.transient ? { transient: true } : {}),
@@ -476,7 +477,7 @@ export class Agent {
         checkpoint: checkpointId,
         container: outcome.container,
         ...(outcome.stats ? { stats: outcome.stats } : {}),
-        timings: { verifyMs, restoreMs: since(t0) },
+        timings: { ...outcome.phases, verifyMs, restoreMs: since(t0) },
         ...(merged.merge ? { merge: merged.merge } : {}),
       };
     });
@@ -509,9 +510,11 @@ export class Agent {
       return {};
     }
     const dir = this.merges.restoreDirOf(final.id);
+    const t0 = performance.now();
     try {
       await rm(dir, { recursive: true, force: true });
-      return { dir, merge: await merged.finish(view.dirOf(final.id), dir, { lazy }) };
+      const done = await merged.finish(view.dirOf(final.id), dir, { lazy });
+      return { dir, merge: { ...done, ms: since(t0) } };
     } catch (err) {
       await Promise.all([merged.dispose(), rm(dir, { recursive: true, force: true })]);
       return { merge: { unmerged: `the final dump could not be merged: ${(err as Error).message}` } };

@@ -69,8 +69,7 @@ async function sendChain(store: ImageStore, chain: Manifest[], url: string, peer
   const t0 = performance.now();
   let bytes = 0;
   const sent: string[] = [];
-  for (const manifest of chain) {
-    if (await peerHas(client, manifest)) continue;
+  for (const manifest of await missingOnPeer(client, chain)) {
     opts.signal?.throwIfAborted();
     const abort = new AbortController();
     const stopOnCaller = () => abort.abort(opts.signal?.reason);
@@ -146,6 +145,19 @@ function followPeer(client: AgentClient, id: string, stallMs: number, onProgress
   );
   timer.unref();
   return { stop: () => clearInterval(timer) };
+}
+
+/**
+ * The part of the chain (oldest first) the peer lacks, asked newest first: a peer that has a checkpoint
+ * has its parents too (an import needs its parent there, and a parent cannot be deleted before its
+ * children). A pre-copy's final dump then costs two questions rather than one per round (each one a
+ * round trip inside the downtime).
+ */
+async function missingOnPeer(client: AgentClient, chain: Manifest[]): Promise<Manifest[]> {
+  for (let i = chain.length - 1; i >= 0; i--) {
+    if (await peerHas(client, chain[i] as Manifest)) return chain.slice(i + 1);
+  }
+  return chain;
 }
 
 /** The peer has it when it lists the same id with the same files; the same id with other files is a conflict. */

@@ -331,7 +331,12 @@ export const routes = {
             description:
               'A final dump on pre-copy rounds: restored from the rounds merged on arrival (pages, lazyPages), or why not (unmerged)',
             type: 'object',
-            properties: { pages: { type: 'integer' }, lazyPages: { type: 'integer' }, unmerged: { type: 'string' } },
+            properties: {
+              pages: { type: 'integer' },
+              lazyPages: { type: 'integer' },
+              ms: { type: 'number' },
+              unmerged: { type: 'string' },
+            },
           },
         },
       },

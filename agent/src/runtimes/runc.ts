@@ -14,6 +14,7 @@ import { runCommand, type Classifier, type CommandFailure } from './exec.js';
 import { bundleFingerprint } from './fingerprint.js';
 import { freezeBeforeDump, type Thaw } from './freezer.js';
 import { type PageServer, startLazyDump, startLazyPagesDaemon } from './lazy.js';
+import { phaseTimer } from '../phases.js';
 import {
   type CheckpointOutcome,
   type CheckpointRequest,
@@ -203,7 +204,9 @@ export class RuncDriver implements RuntimeDriver {
     // A rootfs that is a mount of its own belongs to a runtime that prepared it (containerd, CRI-O) and
     // removes it with the container: never a bundle to restore in place, so it gets no fingerprint.
     const ownRootfs = !req.preDump && !(await isMountPoint(rootfs));
+    const timer = phaseTimer();
     const thaw = await this.freezeForDump(req);
+    timer.end('freezeMs');
     // Memory-only pre-dumps need no filesystem; a full dump carries the rootfs so it restores anywhere.
     const captureFiles = () =>
       Promise.all([
@@ -222,10 +225,14 @@ export class RuncDriver implements RuntimeDriver {
     let fingerprint: string | undefined;
     let stats: Awaited<ReturnType<typeof readDumpStats>>;
     try {
-      if (captureFirst) await captureFiles();
+      if (captureFirst) {
+        await captureFiles();
+        timer.end('rootfsMs');
+      }
       await this.runc([...args, id], (f) =>
         criuFailure('checkpoint', id, f, path.join(workDir, req.preDump ? 'pre-dump.log' : 'dump.log')),
       );
+      timer.end('runcCheckpointMs');
 
       // CRIU writes its figures and log to the work dir; the checkpoint keeps them where podman would.
       const moved = await Promise.all(
@@ -245,6 +252,7 @@ export class RuncDriver implements RuntimeDriver {
         ownRootfs ? bundleFingerprint(bundle, rootfs) : undefined,
         captureFirst ? undefined : captureFiles(),
       ]);
+      timer.end('afterDumpMs');
     } finally {
       await thaw?.();
     }
@@ -253,7 +261,7 @@ export class RuncDriver implements RuntimeDriver {
       path.join(req.dir, 'config.dump'),
       JSON.stringify({ runtime: 'runc', ...meta, rootfs, created: req.container.createdAt }),
     );
-    return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta } };
+    return { ...(stats ? { stats } : {}), runtimeMeta: { ...meta }, phases: timer.phases };
   }
 
   /** See freezeBeforeDump; a pre-dump is not frozen first, and a held container is frozen already. */
@@ -333,10 +341,12 @@ export class RuncDriver implements RuntimeDriver {
     const workDir = path.join(this.opts.bundlesDir, `.restore-${name}`);
     const pidFile = path.join(workDir, 'pid');
     let daemon: Awaited<ReturnType<typeof startLazyPagesDaemon>> | undefined;
+    const timer = phaseTimer();
     try {
       await rm(workDir, { recursive: true, force: true });
       await Promise.all([inPlace ? undefined : this.prepareBundle(req.dir, bundle), mkdir(workDir, { recursive: true })]);
       await req.verified;
+      timer.end('bundleMs');
       // Post-copy pulls memory from the source's page server; lazyMemory loads it from these images.
       daemon =
         req.pageServer || req.lazyMemory
@@ -348,6 +358,7 @@ export class RuncDriver implements RuntimeDriver {
               ...(this.opts.tls ? { tls: this.opts.tls } : {}),
             })
           : undefined;
+      if (daemon) timer.end('lazyDaemonMs');
       await this.runc(
         [
           'restore',
@@ -365,6 +376,7 @@ export class RuncDriver implements RuntimeDriver {
         ],
         (f) => criuFailure('restore', name, f, path.join(workDir, 'restore.log')),
       );
+      timer.end('runcRestoreMs');
     } catch (err) {
       daemon?.stop();
       // A lazy restore usually fails on the daemon's side (the page server out of reach): its log says why.
@@ -409,7 +421,7 @@ export class RuncDriver implements RuntimeDriver {
       bundle,
       ...labelsField(annotations),
     };
-    return { container, ...(stats ? { stats } : {}), ...(pagesLoaded ? { pagesLoaded } : {}) };
+    return { container, ...(stats ? { stats } : {}), ...(pagesLoaded ? { pagesLoaded } : {}), phases: timer.phases };
   }
 
   /**

@@ -92,6 +92,8 @@ export interface CheckpointOutcome {
   runtimeMeta: Record<string, unknown>;
   /** A lazy checkpoint's page server, still serving when the checkpoint call returns. */
   pageServer?: PageServer;
+  /** Where the dump's time went, by phase (ms), for the drivers that say. */
+  phases?: Record<string, number>;
 }
 
 export interface RestoreRequest {
@@ -126,6 +128,8 @@ export interface RestoreOutcome {
   stats?: CriuRestoreStats;
   /** After a lazy restore: resolves when every page is in (from the source, or from local images), rejects if that failed. */
   pagesLoaded?: Promise<void>;
+  /** Where the restore's time went, by phase (ms), for the drivers that say. */
+  phases?: Record<string, number>;
 }
 
 export interface RuntimeDriver {

@@ -39,7 +39,7 @@ export interface Manifest {
   encoding?: Encoding;
   totalBytes: number;
   stats?: CriuDumpStats;
-  /** Wall times around the runtime's checkpoint call and around sealing the store entry. */
-  timings: { checkpointMs: number; sealMs: number };
+  /** Wall times: checkpointMs the runtime's checkpoint call, sealMs sealing the store entry, and the driver's phases where it says. */
+  timings: { checkpointMs: number; sealMs: number; [phase: string]: number };
   runtimeMeta: Record<string, unknown>;
 }

@@ -19,7 +19,7 @@ import { type PlainView, plainView } from './plain-view.js';
 const PARTIAL_PREFIX = '.partial-';
 
 export type ManifestDraft = Omit<Manifest, 'version' | 'files' | 'totalBytes' | 'timings'> & {
-  timings: { checkpointMs: number };
+  timings: { checkpointMs: number; [phase: string]: number };
 };
 
 export interface PendingCheckpoint {
@@ -117,7 +117,7 @@ export class ImageStore {
       version: MANIFEST_VERSION,
       files,
       totalBytes: files.reduce((n, f) => n + f.size, 0),
-      timings: { checkpointMs: draft.timings.checkpointMs, sealMs: 0 },
+      timings: { ...draft.timings, sealMs: 0 },
     };
     manifest.timings.sealMs = Math.round((performance.now() - started) * 1000) / 1000;
     await writeFile(path.join(dir, MANIFEST_FILE), JSON.stringify(manifest, null, 1), { flush: true });
