@@ -1,5 +1,5 @@
 /** Which rounds the agent merges as they arrive, and what a restore of the final dump finds. */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { MergedRounds } from '../src/criu/merged-rounds.js';
@@ -12,11 +12,16 @@ const manifest = (id: string, m: Partial<Manifest> = {}): Manifest =>
   ({ id, kind: 'pre-dump', transient: true, container: { id: 'c', name: 'c', runtime: 'runc' }, ...m }) as Manifest;
 const ON_PARENT: Run[] = ALL.map(([v, n]) => [v, n, PE_PARENT]);
 
-test('a chain of rounds merges as it arrives; the final dump takes the merge of its parent, once', async (t) => {
+/** A registry working in a scratch directory whose round r1 (every page, no parent) is written already. */
+async function withFirstRound(t: ExecutionContext) {
   const s = await scratch(t);
-  const merges = new RoundMerges(path.join(s, 'merging'));
   const dirOf = (id: string) => path.join(s, id);
   await round(dirOf('r1'), ALL, 1);
+  return { s, merges: new RoundMerges(path.join(s, 'merging')), dirOf };
+}
+
+test('a chain of rounds merges as it arrives; the final dump takes the merge of its parent, once', async (t) => {
+  const { s, merges, dirOf } = await withFirstRound(t);
   await round(dirOf('r2'), ON_PARENT, 2, { parent: '../../r1/checkpoint' });
   merges.arrived(manifest('r1'), dirOf);
   merges.arrived(manifest('r2', { parent: 'r1' }), dirOf);
@@ -29,10 +34,7 @@ test('a chain of rounds merges as it arrives; the final dump takes the merge of 
 });
 
 test('not merged: other runtimes, checkpoints kept for good, full dumps, and rounds on a chain never merged', async (t) => {
-  const s = await scratch(t);
-  const merges = new RoundMerges(path.join(s, 'merging'));
-  const dirOf = (id: string) => path.join(s, id);
-  await round(dirOf('r1'), ALL, 1);
+  const { merges, dirOf } = await withFirstRound(t);
   merges.arrived(manifest('r1', { container: { id: 'c', name: 'c', runtime: 'podman' } }), dirOf);
   merges.arrived(manifest('r1', { transient: false }), dirOf);
   merges.arrived(manifest('r1', { kind: 'full' }), dirOf);
@@ -41,10 +43,7 @@ test('not merged: other runtimes, checkpoints kept for good, full dumps, and rou
 });
 
 test('a round that cannot be merged leaves the reason for the restore, and the working copy goes', async (t) => {
-  const s = await scratch(t);
-  const merges = new RoundMerges(path.join(s, 'merging'));
-  const dirOf = (id: string) => path.join(s, id);
-  await round(dirOf('r1'), ALL, 1);
+  const { s, merges, dirOf } = await withFirstRound(t);
   await round(dirOf('r2'), [[HEAP - 4096n, 1, 4], ...ON_PARENT], 2, { parent: '../../r1/checkpoint' });
   merges.arrived(manifest('r1'), dirOf);
   merges.arrived(manifest('r2', { parent: 'r1' }), dirOf);
@@ -53,10 +52,7 @@ test('a round that cannot be merged leaves the reason for the restore, and the w
 });
 
 test('deleting the tip disposes of its merge', async (t) => {
-  const s = await scratch(t);
-  const merges = new RoundMerges(path.join(s, 'merging'));
-  const dirOf = (id: string) => path.join(s, id);
-  await round(dirOf('r1'), ALL, 1);
+  const { s, merges, dirOf } = await withFirstRound(t);
   merges.arrived(manifest('r1'), dirOf);
   await merges.forget('r1');
   t.deepEqual(await readdir(path.join(s, 'merging')), []);
