@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { type ChildProcessByStdio, execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,7 +51,7 @@ interface HostWorkload {
 }
 
 /** Starts the workload on the host and resolves on its ready line, which it prints once its memory is touched. */
-async function startOnHost(opts: { rssMib: number; dirtyMibPerS: number }): Promise<HostWorkload> {
+async function startOnHost(opts: { rssMib: number; dirtyMibPerS: number; growMib?: number; verify?: boolean }): Promise<HostWorkload> {
   const out = await mkdtemp(path.join(scratch, 'host-'));
   const [file, ...args] = workloadArgv({ ...opts, bin, out });
   const child = spawn(file as string, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -123,6 +123,27 @@ test.serial('host: dirties memory at the rate asked for, and not at all at rate 
   t.log(`dirty rate ${rate.toFixed(2)} MiB/s over ${(s1.nowMs - s0.nowMs).toFixed(0)} ms, ${s1.ticks - s0.ticks} ticks`);
   const quiet = await waitFor(idle.stats, (s) => s.ticks >= 20, { what: '20 ticks of the idle workload' });
   t.is(quiet.dirtiedMib, 0);
+});
+
+test.serial('host: --grow-mib touches its reserve a page per tick; --verify finds a page changed behind its back', async (t) => {
+  const w = await startOnHost({ rssMib: 2, dirtyMibPerS: 1, growMib: 1, verify: true });
+  const grown = await waitFor(w.stats, (s) => s.grownMib >= 1 && s.verifiedPasses >= 2, { what: 'the reserve touched, two passes' });
+  t.is(grown.corruptPages, 0, 'nothing changed the memory but the workload');
+  // Its memory is the one mapping of 3 MiB (2 touched at start, 1 grown); one word of it is overwritten.
+  const maps = await readFile(`/proc/${w.pid}/maps`, 'utf8');
+  const region = maps
+    .split('\n')
+    .map((l) => /^([0-9a-f]+)-([0-9a-f]+) rw-p 00000000 00:00 0\s*$/.exec(l))
+    .find((m) => m && Number.parseInt(m[2] as string, 16) - Number.parseInt(m[1] as string, 16) === 3 * 2 ** 20);
+  if (!region) return t.fail(`no 3 MiB anonymous mapping in\n${maps}`);
+  const mem = await open(`/proc/${w.pid}/mem`, 'r+');
+  try {
+    await mem.write(Buffer.from('corrupt!'), 0, 8, Number.parseInt(region[1] as string, 16) + 2 * 2 ** 20 + 100);
+  } finally {
+    await mem.close();
+  }
+  const after = await waitFor(w.stats, (s) => s.verifiedPasses >= grown.verifiedPasses + 2, { what: 'two more passes' });
+  t.true(after.corruptPages >= 1, `${after.corruptPages} corrupt pages counted`);
 });
 
 test.serial('bad options exit 2 with the reason', async (t) => {

@@ -6,11 +6,10 @@ import { MergedRounds } from '../src/criu/merged-rounds.js';
 import { PE_PARENT } from '../src/criu/pagemap.js';
 import { RoundMerges } from '../src/round-merges.js';
 import type { Manifest } from '../src/store/manifest.js';
-import { ALL, HEAP, type Run, round, scratch } from './fixtures/criu-images.js';
+import { ALL, HEAP, ON_PARENT, round, scratch } from './fixtures/criu-images.js';
 
 const manifest = (id: string, m: Partial<Manifest> = {}): Manifest =>
   ({ id, kind: 'pre-dump', transient: true, container: { id: 'c', name: 'c', runtime: 'runc' }, ...m }) as Manifest;
-const ON_PARENT: Run[] = ALL.map(([v, n]) => [v, n, PE_PARENT]);
 
 /** A registry working in a scratch directory whose round r1 (every page, no parent) is written already. */
 async function withFirstRound(t: ExecutionContext) {
@@ -44,10 +43,10 @@ test('not merged: other runtimes, checkpoints kept for good, full dumps, and rou
 
 test('a round that cannot be merged leaves the reason for the restore, and the working copy goes', async (t) => {
   const { s, merges, dirOf } = await withFirstRound(t);
-  await round(dirOf('r2'), [[HEAP - 4096n, 1, 4], ...ON_PARENT], 2, { parent: '../../r1/checkpoint' });
+  await round(dirOf('r2'), [[HEAP - 4096n, 1, PE_PARENT], ...ON_PARENT], 2, { parent: '../../r1/checkpoint' });
   merges.arrived(manifest('r1'), dirOf);
   merges.arrived(manifest('r2', { parent: 'r1' }), dirOf);
-  t.regex(String(await merges.take('r2')), /^round r2 could not be merged: process 7 has a page at 0xffff000 the first round did not/);
+  t.regex(String(await merges.take('r2')), /^round r2 could not be merged: process 7 has a page at 0xffff000 that no earlier round held/);
   t.deepEqual(await readdir(path.join(s, 'merging')), []);
 });
 

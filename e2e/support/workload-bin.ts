@@ -43,6 +43,8 @@ export interface WorkloadStats {
   /** --verify: whole passes of checking every page against its checksum, and the pages that failed. */
   verifiedPasses: number;
   corruptPages: number;
+  /** --grow-mib: how much of the reserve it has touched so far. */
+  grownMib: number;
 }
 
 const NUMERIC_FIELDS = [
@@ -59,6 +61,7 @@ const NUMERIC_FIELDS = [
   'nowMs',
   'verifiedPasses',
   'corruptPages',
+  'grownMib',
 ] as const;
 
 const GCC_FLAGS = ['-O2', '-static'];
@@ -129,6 +132,8 @@ export function workloadArgv(opts: {
   fill?: 'random' | 'compressible';
   /** Check the pages against checksums as it runs (corruptPages, verifiedPasses). */
   verify?: boolean;
+  /** Reserve this much more and touch a page of it per tick (grownMib). */
+  growMib?: number;
   out?: string;
   bin?: string;
 }): string[] {
@@ -137,6 +142,7 @@ export function workloadArgv(opts: {
   if (opts.tickMs !== undefined) argv.push('--tick-ms', String(opts.tickMs));
   if (opts.fill) argv.push('--fill', opts.fill);
   if (opts.verify) argv.push('--verify');
+  if (opts.growMib !== undefined) argv.push('--grow-mib', String(opts.growMib));
   argv.push('--out', opts.out ?? WORKLOAD_OUT);
   return argv;
 }

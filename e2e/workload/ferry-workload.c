@@ -11,10 +11,13 @@
  * them: a page that comes back from a migration with other contents (a lazily loaded page never filled,
  * a page from the wrong image) is counted in corruptPages, and verifiedPasses counts whole passes.
  *
+ * --grow-mib G reserves G MiB more and touches one more page of it each tick until all of it is in: a heap
+ * that grows, so that memory appears between pre-copy rounds (grownMib says how far it got).
+ *
  * Static, single-threaded, and with no file open between ticks, so that CRIU has nothing to dump but
  * memory, registers and the stdio it was started with.
  *
- *   ferry-workload [--rss-mib N] [--dirty-mib-per-s R] [--working-set-mib W] [--tick-ms T] [--verify] [--out DIR]
+ *   ferry-workload [--rss-mib N] [--dirty-mib-per-s R] [--working-set-mib W] [--tick-ms T] [--grow-mib G] [--verify] [--out DIR]
  *
  * Build: gcc -O2 -static -o ferry-workload ferry-workload.c
  */
@@ -42,6 +45,7 @@ struct options {
   double dirty_mib_per_s;
   long working_set_mib; /* -1: all of rss_mib */
   long tick_ms;
+  long grow_mib;
   int verify;
   const char *out;
 };
@@ -149,6 +153,7 @@ static void usage(FILE *to) {
       "  --working-set-mib W   rewrite only the first W MiB (default: all N)\n"
       "  --tick-ms T           tick every T ms (default 10)\n"
       "  --fill KIND           random (default) or compressible (small integers)\n"
+      "  --grow-mib G          reserve G MiB more and touch one more page of it per tick\n"
       "  --verify              check 1%% of the pages per tick against their checksums (corruptPages)\n"
       "  --out DIR             write DIR/count, DIR/maxgap, DIR/stats every tick (default /tmp)\n",
       to);
@@ -185,6 +190,7 @@ static struct options parse_options(int argc, char **argv) {
       {"tick-ms", required_argument, NULL, 't'},
       {"fill", required_argument, NULL, 'f'},
       {"verify", no_argument, NULL, 'v'},
+      {"grow-mib", required_argument, NULL, 'g'},
       {"out", required_argument, NULL, 'o'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -198,6 +204,7 @@ static struct options parse_options(int argc, char **argv) {
     case 't': o.tick_ms = parse_long("--tick-ms", optarg, 1, 60000); break;
     case 'o': o.out = optarg; break;
     case 'v': o.verify = 1; break;
+    case 'g': o.grow_mib = parse_long("--grow-mib", optarg, 0, 1L << 20); break;
     case 'f':
       if (strcmp(optarg, "compressible") == 0) fill_mask = 0xffff;
       else if (strcmp(optarg, "random") != 0) {
@@ -235,32 +242,34 @@ int main(int argc, char **argv) {
   const size_t words = page / sizeof(uint64_t);
   const size_t total_pages = (size_t)o.rss_mib * MIB / page;
   const size_t ws_pages = (size_t)o.working_set_mib * MIB / page;
+  /* Pages reserved: the first total_pages are touched at start, the rest one per tick (--grow-mib). */
+  const size_t reserved_pages = total_pages + (size_t)o.grow_mib * MIB / page;
+  size_t filled_pages = total_pages;
   rng_state = ((uint64_t)now_ns() ^ ((uint64_t)getpid() << 32)) | 1;
 
   unsigned char *mem = NULL;
   uint64_t *sums = NULL;
-  if (o.verify && total_pages > 0) {
-    sums = mmap(NULL, total_pages * sizeof *sums, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (o.verify && reserved_pages > 0) {
+    sums = mmap(NULL, reserved_pages * sizeof *sums, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (sums == MAP_FAILED) {
       perror("ferry-workload: mmap");
       return 1;
     }
   }
-  if (total_pages > 0) {
-    mem = mmap(NULL, total_pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (reserved_pages > 0) {
+    mem = mmap(NULL, reserved_pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
       perror("ferry-workload: mmap");
       return 1;
     }
     /* Transparent huge pages are "always" on these hosts: one write would then dirty 2 MiB for
      * soft-dirty tracking and CRIU's pre-dump, and the dirty rate would not be the one asked for. */
-    madvise(mem, total_pages * page, MADV_NOHUGEPAGE);
+    madvise(mem, reserved_pages * page, MADV_NOHUGEPAGE);
     for (size_t p = 0; p < total_pages; p++) {
       uint64_t sum = fill_page((uint64_t *)(mem + p * page), words);
       if (sums) sums[p] = sum;
     }
   }
-  const size_t verify_per_tick = sums ? (total_pages + 99) / 100 : 0;
   size_t verify_cursor = 0;
   uint64_t verified_passes = 0, corrupt_pages = 0;
 
@@ -305,9 +314,15 @@ int main(int argc, char **argv) {
       }
       dirtied_pages += n;
     }
+    if (filled_pages < reserved_pages) {
+      uint64_t sum = fill_page((uint64_t *)(mem + filled_pages * page), words);
+      if (sums) sums[filled_pages] = sum;
+      filled_pages++;
+    }
+    const size_t verify_per_tick = sums ? (filled_pages + 99) / 100 : 0;
     for (size_t i = 0; i < verify_per_tick; i++) {
       if (page_sum((const uint64_t *)(mem + verify_cursor * page), words) != sums[verify_cursor]) corrupt_pages++;
-      if (++verify_cursor == total_pages) {
+      if (++verify_cursor == filled_pages) {
         verify_cursor = 0;
         verified_passes++;
       }
@@ -320,10 +335,11 @@ int main(int argc, char **argv) {
     len = snprintf(buf, sizeof buf,
                    "{\"count\":%" PRIu64 ",\"maxGapMs\":%.3f,\"lastGapMs\":%.3f,\"rssMib\":%ld,\"dirtyMibPerS\":%g,"
                    "\"workingSetMib\":%ld,\"tickMs\":%ld,\"ticks\":%" PRIu64 ",\"lateTicks\":%" PRIu64 ",\"dirtiedMib\":%.3f,"
-                   "\"nowMs\":%.3f,\"verifiedPasses\":%" PRIu64 ",\"corruptPages\":%" PRIu64 "}\n",
+                   "\"nowMs\":%.3f,\"verifiedPasses\":%" PRIu64 ",\"corruptPages\":%" PRIu64 ",\"grownMib\":%.3f}\n",
                    count, (double)max_gap / NS_PER_MS, (double)last_gap / NS_PER_MS, o.rss_mib, o.dirty_mib_per_s,
                    o.working_set_mib, o.tick_ms, ticks, late_ticks, (double)dirtied_pages * (double)page / (double)MIB,
-                   (double)now / NS_PER_MS, verified_passes, corrupt_pages);
+                   (double)now / NS_PER_MS, verified_passes, corrupt_pages,
+                   (double)(filled_pages - total_pages) * (double)page / (double)MIB);
     if (write_atomic(o.out, "stats", buf, (size_t)len) < 0) goto write_failed;
 
     if (count == 1) {

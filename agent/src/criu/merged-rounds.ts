@@ -12,10 +12,15 @@
  * downtime: the source runs on meanwhile). Each later round, and at last the final dump, has its own
  * pages written over that copy in place, at the offset each page has in it (the data of a pagemap's
  * PE_PRESENT entries follows one another in pagemap order). At the end the final dump's images are
- * linked into a new directory with pagemaps that list the copy's layout, every page present. This holds
- * while the processes keep their memory layout, as a pre-copied workload does; a page outside the first
- * round's layout (a new mapping), a process that appeared, or a final dump whose pages differ from the
- * layout make the merge give up (Unmergeable), and the restore reads the chain as before.
+ * linked into a new directory with pagemaps that list the copy's layout, every page present.
+ *
+ * A round whose pages are not the copy's (a heap grew, a mapping came or went, a process started or
+ * ended) is its new layout: every pagemap lists all of a process's pages, those held by a parent
+ * included, so the copy is rewritten in that round's order, its own pages from its pages file and the
+ * rest from the copy (one more full copy of that process's memory; in the background for a round, inside
+ * the downtime for the final dump, where it still costs less than CRIU reading the chain). What cannot be
+ * merged (a page in a parent that the copy does not hold, shared memory left in the rounds) gives up
+ * (Unmergeable), and the restore reads the chain as before.
  */
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -108,26 +113,57 @@ export class MergedRounds {
     }
   }
 
-  /** Writes a later round's (or the final dump's) pages over the merged copy. */
+  /** Merges a later round's (or the final dump's) pages into the copy: in place, or in its new layout. */
   async apply(imageDir: string): Promise<void> {
-    for (const [pid, pagemap] of await processPagemaps(imageDir)) {
+    const pagemaps = await processPagemaps(imageDir);
+    for (const [pid, proc] of this.processes) {
+      if (pagemaps.has(pid)) continue;
+      // The process ended: its pages have nowhere to go.
+      this.processes.delete(pid);
+      await rm(proc.data, { force: true });
+    }
+    for (const [pid, pagemap] of pagemaps) {
       const proc = this.processes.get(pid);
-      if (!proc) throw new Unmergeable(`process ${pid} appeared after the first round`);
-      const [from, to] = await Promise.all([open(path.join(imageDir, pagesFileOf(pagemap)), 'r'), open(proc.data, 'r+')]);
+      const from = await open(path.join(imageDir, pagesFileOf(pagemap)), 'r');
       try {
-        let cursor = 0;
         for (const e of pagemap.entries) {
-          if (e.flags & PE_PRESENT) {
-            await copyPages(e, from, cursor, to, proc.runs, pid);
-            cursor += e.nrPages * PAGE_SIZE;
-          } else if (!(e.flags & PE_PARENT)) {
+          if (!(e.flags & (PE_PRESENT | PE_PARENT))) {
             throw new Unmergeable(`pagemap-${pid}.img has an entry neither present nor in its parent (flags ${e.flags})`);
           }
         }
+        if (proc && sameLayout(proc.runs, pagemap.entries)) await overwrite(pid, proc, pagemap.entries, from);
+        else this.processes.set(pid, await this.relayout(pid, proc, pagemap.entries, from));
       } finally {
-        await Promise.all([from.close(), to.close()]);
+        await from.close();
       }
     }
+  }
+
+  /** The copy of process pid rewritten in the order of `entries`: present pages from `from`, the rest from the old copy. */
+  private async relayout(pid: string, old: ProcessPages | undefined, entries: PagemapEntry[], from: FileHandle): Promise<ProcessPages> {
+    const data = path.join(this.dir, `pages-${pid}.data`);
+    const next = `${data}.next`;
+    const [to, previous] = await Promise.all([open(next, 'w'), old ? open(old.data, 'r') : undefined]);
+    const runs: Run[] = [];
+    try {
+      let [cursor, at] = [0, 0];
+      for (const e of entries) {
+        if (e.flags & PE_PRESENT) {
+          await copyPages(from, cursor, to, at * PAGE_SIZE, e.nrPages);
+          cursor += e.nrPages * PAGE_SIZE;
+        } else {
+          for (const piece of piecesOf(old?.runs ?? [], e, pid)) {
+            await copyPages(previous as FileHandle, piece.at * PAGE_SIZE, to, (at + piece.offset) * PAGE_SIZE, piece.nrPages);
+          }
+        }
+        runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, at });
+        at += e.nrPages;
+      }
+    } finally {
+      await Promise.all([to.close(), previous?.close()]);
+    }
+    await rename(next, data);
+    return { runs, data };
   }
 
   /**
@@ -150,7 +186,7 @@ export class MergedRounds {
       const layout = coalesce(proc.runs);
       const wanted = coalesce(pagemap.entries);
       if (JSON.stringify(layout, bigints) !== JSON.stringify(wanted, bigints)) {
-        throw new Unmergeable(`process ${pid}'s memory layout changed since the first round`);
+        throw new Unmergeable(`process ${pid}'s pages do not match the merged layout`);
       }
       let entries: PagemapEntry[] = layout.map((r) => ({ ...r, flags: PE_PRESENT }));
       if (rule) entries = markLazy(entries, rule, pid);
@@ -187,21 +223,51 @@ export class MergedRounds {
 
 const bigints = (_key: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
 
-/** Copies entry e's pages, at `cursor` in `from`, to their places in the merged data. */
-async function copyPages(e: PagemapEntry, from: FileHandle, cursor: number, to: FileHandle, runs: Run[], pid: string): Promise<void> {
-  const buf = Buffer.allocUnsafe(Math.min(e.nrPages, CHUNK_PAGES) * PAGE_SIZE);
-  let [vaddr, left, pos] = [e.vaddr, e.nrPages, cursor];
-  while (left > 0) {
+const sameLayout = (runs: Run[], entries: PagemapEntry[]): boolean =>
+  JSON.stringify(coalesce(runs), bigints) === JSON.stringify(coalesce(entries), bigints);
+
+/**
+ * Where the pages of entry e are in a copy laid out as `runs`: pieces of e (offset: pages into e) and
+ * where each starts in the copy (at, in pages). A page the copy does not hold cannot be merged.
+ */
+function* piecesOf(runs: Run[], e: PagemapEntry, pid: string): Generator<{ offset: number; at: number; nrPages: number }> {
+  let offset = 0;
+  while (offset < e.nrPages) {
+    const vaddr = e.vaddr + BigInt(offset) * PAGE;
     const run = runOf(runs, vaddr);
-    if (!run) throw new Unmergeable(`process ${pid} has a page at 0x${vaddr.toString(16)} the first round did not`);
+    if (!run) throw new Unmergeable(`process ${pid} has a page at 0x${vaddr.toString(16)} that no earlier round held`);
     const into = Number((vaddr - run.vaddr) / PAGE);
-    const n = Math.min(left, run.nrPages - into, CHUNK_PAGES);
-    const bytes = n * PAGE_SIZE;
-    const { bytesRead } = await from.read(buf, 0, bytes, pos);
-    if (bytesRead !== bytes) throw new Unmergeable(`pages-*.img of process ${pid} is shorter than its pagemap says`);
-    await to.write(buf, 0, bytes, (run.at + into) * PAGE_SIZE);
-    vaddr += BigInt(n) * PAGE;
-    left -= n;
-    pos += bytes;
+    const nrPages = Math.min(e.nrPages - offset, run.nrPages - into);
+    yield { offset, at: run.at + into, nrPages };
+    offset += nrPages;
+  }
+}
+
+/** Writes the present entries' pages (read in order from `from`) over a copy whose layout holds them all. */
+async function overwrite(pid: string, proc: ProcessPages, entries: PagemapEntry[], from: FileHandle): Promise<void> {
+  const to = await open(proc.data, 'r+');
+  try {
+    let cursor = 0;
+    for (const e of entries) {
+      if (!(e.flags & PE_PRESENT)) continue;
+      for (const piece of piecesOf(proc.runs, e, pid)) {
+        await copyPages(from, cursor + piece.offset * PAGE_SIZE, to, piece.at * PAGE_SIZE, piece.nrPages);
+      }
+      cursor += e.nrPages * PAGE_SIZE;
+    }
+  } finally {
+    await to.close();
+  }
+}
+
+/** Copies nrPages pages from `from` at byte fromPos to `to` at byte toPos, a chunk at a time. */
+async function copyPages(from: FileHandle, fromPos: number, to: FileHandle, toPos: number, nrPages: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(nrPages, CHUNK_PAGES) * PAGE_SIZE);
+  for (let done = 0; done < nrPages; ) {
+    const bytes = Math.min(nrPages - done, CHUNK_PAGES) * PAGE_SIZE;
+    const { bytesRead } = await from.read(buf, 0, bytes, fromPos + done * PAGE_SIZE);
+    if (bytesRead !== bytes) throw new Unmergeable('a pages file is shorter than its pagemap says');
+    await to.write(buf, 0, bytes, toPos + done * PAGE_SIZE);
+    done += bytes / PAGE_SIZE;
   }
 }
