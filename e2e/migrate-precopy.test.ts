@@ -58,17 +58,6 @@ async function expectEveryPageIntact(t: ExecutionContext, name: string, node = '
   t.is(checked.corruptPages, 0, `${checked.corruptPages} pages differ from their checksums`);
 }
 
-/** Starts a pre-copy migration a -> b of runc container `name` whose memory loads lazily on b. */
-const migrateLazily = (name: string, maxRounds: number) =>
-  cluster.client().migrate({
-    container: { node: 'a', runtime: 'runc', name },
-    targetNode: 'b',
-    strategy: 'precopy',
-    maxDowntimeMs: 200,
-    maxRounds,
-    memoryLoad: 'lazy',
-  });
-
 /**
  * The workload on a, RSS_MIB MiB of which it keeps rewriting 2 MiB, checking its pages against their
  * checksums as it goes (and growing by growMib, a page per tick); its count once it has counted a while.
@@ -134,7 +123,14 @@ serial(
     const name = `${id}-lazy`;
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
     const before = await startSmallWorkingSet(name);
-    const accepted = await migrateLazily(name, 4);
+    const accepted = await cluster.client().migrate({
+      container: { node: 'a', runtime: 'runc', name },
+      targetNode: 'b',
+      strategy: 'precopy',
+      maxDowntimeMs: 200,
+      maxRounds: 4,
+      memoryLoad: 'lazy',
+    });
     const m = await cluster.finished(accepted.id);
     t.log(`downtime ${m.figures.downtimeMs} ms by the controller, memory loaded in ${m.figures.pagesMs} ms after; ${m.memoryLoad?.reason}`);
     t.is(m.status, 'succeeded', JSON.stringify(m.error));
@@ -190,7 +186,14 @@ serial(
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
     // 256 MiB: loading it takes the daemon long enough (about half a second in the lab) to be stopped mid-way.
     const before = await startSmallWorkingSet(name, { rssMib: 256 });
-    const accepted = await migrateLazily(name, 3);
+    const accepted = await cluster.client().migrate({
+      container: { node: 'a', runtime: 'runc', name },
+      targetNode: 'b',
+      strategy: 'precopy',
+      maxDowntimeMs: 200,
+      maxRounds: 3,
+      memoryLoad: 'lazy',
+    });
     // The daemon is held still as soon as the copy runs (runc writes the pid file once CRIU's restore is
     // done; stopped any earlier, the restore itself waits for it), so the copy runs with its memory not
     // all in; once the controller follows the load, the daemon dies, as a crash would.
