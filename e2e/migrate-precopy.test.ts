@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
-import { access, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -47,8 +47,8 @@ if (tracking) {
 }
 
 /** Two more whole passes over every page after the move: each page came back with what it held. */
-async function expectEveryPageIntact(t: ExecutionContext, name: string, node = 'b'): Promise<void> {
-  const root = cluster.node(node).runcRoot;
+async function expectEveryPageIntact(t: ExecutionContext, name: string): Promise<void> {
+  const root = cluster.node('b').runcRoot;
   const stats = () => readWorkloadStats(async () => (await run('runc', ['--root', root, 'exec', name, 'cat', WORKLOAD_STATS_FILE])).stdout);
   const atMove = await stats();
   const checked = await waitFor(stats, (s) => s.verifiedPasses >= atMove.verifiedPasses + 2, {
@@ -62,10 +62,10 @@ async function expectEveryPageIntact(t: ExecutionContext, name: string, node = '
  * The workload on a, RSS_MIB MiB of which it keeps rewriting 2 MiB, checking its pages against their
  * checksums as it goes (and growing by growMib, a page per tick); its count once it has counted a while.
  */
-async function startSmallWorkingSet(name: string, opts: { growMib?: number; rssMib?: number } = {}): Promise<number> {
+async function startSmallWorkingSet(name: string, growMib?: number): Promise<number> {
   const root = cluster.node('a').runcRoot;
   await workloadRootfs(path.join(scratch, name, 'rootfs'));
-  const argv = workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2, verify: true, ...opts });
+  const argv = workloadArgv({ rssMib: RSS_MIB, dirtyMibPerS: 2, workingSetMib: 2, verify: true, ...(growMib ? { growMib } : {}) });
   await startRuncCounter(name, scratch, { root, argv });
   return waitFor(
     () => runcCount(name, root),
@@ -78,7 +78,7 @@ serial(
   `pre-copy (needs soft-dirty tracking; run it in e2e/lab): ${RSS_MIB} MiB, small working set, a growing heap: several rounds, shrinking deltas, small final delta, merged on the target`,
   async (t) => {
     const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
-    const before = await startSmallWorkingSet(id, { growMib: 2 });
+    const before = await startSmallWorkingSet(id, 2);
 
     const accepted = await cluster.client().migrate({
       container: { node: 'a', runtime: 'runc', name: id },
@@ -156,70 +156,6 @@ serial(
       'the images it loaded from are deleted once it has everything',
     );
     await runcRemove(name, rootB);
-  },
-);
-
-/** The target's lazy-pages daemon for the restore of container `name`, once it exists (its cmdline names the work dir). */
-async function lazyPagesDaemonOf(name: string): Promise<{ pid: number; workDir: string }> {
-  // A process starting raises no event to wait on: /proc is read until it is there.
-  return waitFor(
-    async () => {
-      for (const entry of await readdir('/proc')) {
-        if (!/^\d+$/.test(entry)) continue;
-        const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
-        const workDir = argv[argv.indexOf('--work-dir') + 1];
-        if (argv.includes('lazy-pages') && workDir?.endsWith(`.restore-${name}`)) {
-          return { pid: Number(entry), workDir };
-        }
-      }
-      return undefined;
-    },
-    (d) => d !== undefined,
-    { what: `the lazy-pages daemon restoring ${name}`, everyMs: 5, timeoutMs: scaled(120_000) },
-  ) as Promise<{ pid: number; workDir: string }>;
-}
-
-serial(
-  'memoryLoad lazy, the load failing after the copy resumed (needs soft-dirty tracking and lazy pages; run it in e2e/lab): the copy goes, the source runs again from its checkpoint with every page intact',
-  async (t) => {
-    const name = `${id}-lost-load`;
-    const [rootA, rootB] = [cluster.node('a').runcRoot, cluster.node('b').runcRoot];
-    // 256 MiB: loading it takes the daemon long enough (about half a second in the lab) to be stopped mid-way.
-    const before = await startSmallWorkingSet(name, { rssMib: 256 });
-    const accepted = await cluster.client().migrate({
-      container: { node: 'a', runtime: 'runc', name },
-      targetNode: 'b',
-      strategy: 'precopy',
-      maxDowntimeMs: 200,
-      maxRounds: 3,
-      memoryLoad: 'lazy',
-    });
-    // The daemon is held still as soon as the copy runs (runc writes the pid file once CRIU's restore is
-    // done; stopped any earlier, the restore itself waits for it), so the copy runs with its memory not
-    // all in; once the controller follows the load, the daemon dies, as a crash would.
-    const daemon = await lazyPagesDaemonOf(name);
-    await waitFor(
-      () =>
-        access(path.join(daemon.workDir, 'pid')).then(
-          () => true,
-          () => false,
-        ),
-      Boolean,
-      { what: 'the copy to run', everyMs: 2, timeoutMs: scaled(60_000) },
-    );
-    process.kill(daemon.pid, 'SIGSTOP');
-    for await (const e of cluster.client().events(accepted.id)) if (e.step === 'pages') break;
-    process.kill(daemon.pid, 'SIGKILL');
-
-    const m = await cluster.finished(accepted.id);
-    t.is(m.status, 'failed');
-    t.is(m.error?.step, 'pages', JSON.stringify(m.error));
-    t.regex(m.rollback?.outcome ?? '', /restored on a/, JSON.stringify(m.rollback));
-    await expectCountResumed(() => runcCount(name, rootA), before);
-    t.is(await runcState(name, rootA), 'running');
-    t.is(await runcState(name, rootB), undefined, 'the copy whose memory never came is gone');
-    await expectEveryPageIntact(t, name, 'a');
-    await runcRemove(name, rootA);
   },
 );
 
