@@ -115,7 +115,10 @@ export class MergedRounds {
 
   /** Merges a later round's (or the final dump's) pages into the copy: in place, or in its new layout. */
   async apply(imageDir: string): Promise<void> {
-    const pagemaps = await processPagemaps(imageDir);
+    await this.merge(imageDir, await processPagemaps(imageDir));
+  }
+
+  private async merge(imageDir: string, pagemaps: Map<string, Pagemap>): Promise<void> {
     for (const [pid, proc] of this.processes) {
       if (pagemaps.has(pid)) continue;
       // The process ended: its pages have nowhere to go.
@@ -174,8 +177,8 @@ export class MergedRounds {
    */
   async finish(finalDir: string, outDir: string, opts: { lazy: boolean }): Promise<{ pages: number; lazyPages: number }> {
     const imageDir = path.join(finalDir, 'checkpoint');
-    await this.apply(imageDir);
     const pagemaps = await processPagemaps(imageDir);
+    await this.merge(imageDir, pagemaps);
     if (pagemaps.size !== this.processes.size) throw new Unmergeable('the final dump has other processes than the rounds');
     const rule = opts.lazy ? await readLazyRule(imageDir) : undefined;
     const written = new Map<string, Buffer>();
@@ -183,12 +186,8 @@ export class MergedRounds {
     let [pages, lazyPages] = [0, 0];
     for (const [pid, pagemap] of pagemaps) {
       const proc = this.processes.get(pid) as ProcessPages;
-      const layout = coalesce(proc.runs);
-      const wanted = coalesce(pagemap.entries);
-      if (JSON.stringify(layout, bigints) !== JSON.stringify(wanted, bigints)) {
-        throw new Unmergeable(`process ${pid}'s pages do not match the merged layout`);
-      }
-      let entries: PagemapEntry[] = layout.map((r) => ({ ...r, flags: PE_PRESENT }));
+      if (!sameLayout(proc.runs, pagemap.entries)) throw new Unmergeable(`process ${pid}'s pages do not match the merged layout`);
+      let entries: PagemapEntry[] = coalesce(proc.runs).map((r) => ({ ...r, flags: PE_PRESENT }));
       if (rule) entries = markLazy(entries, rule, pid);
       for (const e of entries) {
         pages += e.nrPages;
